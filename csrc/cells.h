@@ -1,0 +1,121 @@
+// Cell policies: the elementwise gate math of one (batch row, hidden unit) for forward and
+// backward. The driver calls them right after the recurrent GEMM tile that feeds them; they are
+// templates, so the time loop has no virtual call.
+//
+// Conventions for one unit j of one batch row (gate g of the pre-activations sits at g*H + j):
+//   gx   input projection W_ih x_t + b_ih          (stride gs between gates)
+//   gh   recurrent projection W_hh h_{t-1}          (stride ts between gates, from the GEMM tile)
+//   bh   b_hh                                        (stride gs)
+//   st   what backward needs from this step         (stride gs; S values per unit)
+// Backward receives dh = dL/dh_t (including the output's gradient) and writes the gradients of the
+// pre-activations: dgx (w.r.t. the input projection) and dgh (w.r.t. the recurrent projection,
+// which differs from dgx only for GRU's candidate gate).
+#pragma once
+#include <cmath>
+#include <cstddef>
+
+namespace rnnfast {
+
+template <class T>
+inline T sigmoid(T x) {
+  return T(1) / (T(1) + std::exp(-x));
+}
+
+// Elman RNN, h_t = act(gx + gh + b_hh). Stores nothing: act' is recovered from h_t.
+template <class T, bool Relu>
+struct RnnCell {
+  static constexpr int G = 1, S = 0;
+  static constexpr bool kHasC = false;
+  static inline void fwd(const T* gx, const T* gh, std::ptrdiff_t, const T* bh, std::ptrdiff_t,
+                         T, T, T* h, T*, T*) {
+    const T a = gx[0] + gh[0] + bh[0];
+    *h = Relu ? (a > T(0) ? a : (a != a ? a : T(0))) : std::tanh(a);
+  }
+  // h_t = act(a): da = dh * act'(a), with act'(a) = 1 - h_t^2 (tanh) or [h_t > 0] (relu).
+  static inline void bwd(T dh, T, const T*, std::ptrdiff_t, T hnew, T, T, T*, T* dgx, T* dgh,
+                         std::ptrdiff_t, T* dh_direct) {
+    const T da = Relu ? (hnew > T(0) ? dh : T(0)) : dh * (T(1) - hnew * hnew);
+    dgx[0] = da;
+    dgh[0] = da;
+    *dh_direct = T(0);
+  }
+};
+
+// LSTM (gates i, f, g, o). Stores the four activations; c_t lives in the cell-state buffer.
+template <class T>
+struct LstmCell {
+  static constexpr int G = 4, S = 4;
+  static constexpr bool kHasC = true;
+  static inline void fwd(const T* gx, const T* gh, std::ptrdiff_t ts, const T* bh,
+                         std::ptrdiff_t gs, T, T cprev, T* h, T* c, T* st) {
+    const T i = sigmoid(gx[0] + gh[0] + bh[0]);
+    const T f = sigmoid(gx[gs] + gh[ts] + bh[gs]);
+    const T g = std::tanh(gx[2 * gs] + gh[2 * ts] + bh[2 * gs]);
+    const T o = sigmoid(gx[3 * gs] + gh[3 * ts] + bh[3 * gs]);
+    const T cn = f * cprev + i * g;
+    *c = cn;
+    *h = o * std::tanh(cn);
+    if (st) {
+      st[0] = i;
+      st[gs] = f;
+      st[2 * gs] = g;
+      st[3 * gs] = o;
+    }
+  }
+  // c_t = f c_{t-1} + i g;  h_t = o tanh(c_t).  *dc carries dL/dc_t in and dL/dc_{t-1} out.
+  static inline void bwd(T dh, T, const T* st, std::ptrdiff_t gs, T, T cprev, T cnew, T* dc,
+                         T* dgx, T* dgh, std::ptrdiff_t, T* dh_direct) {
+    const T i = st[0], f = st[gs], g = st[2 * gs], o = st[3 * gs];
+    const T tc = std::tanh(cnew);
+    const T dct = *dc + dh * o * (T(1) - tc * tc);  // through h_t = o tanh(c_t)
+    const T di = dct * g, df = dct * cprev, dg = dct * i, d_o = dh * tc;
+    *dc = dct * f;  // c_t = f c_{t-1} + ...
+    dgx[0] = di * i * (T(1) - i);
+    dgx[gs] = df * f * (T(1) - f);
+    dgx[2 * gs] = dg * (T(1) - g * g);
+    dgx[3 * gs] = d_o * o * (T(1) - o);
+    if (dgh != dgx)
+      for (int k = 0; k < 4; ++k) dgh[k * gs] = dgx[k * gs];
+    *dh_direct = T(0);
+  }
+};
+
+// GRU, PyTorch form: r, z from gx + gh + b_hh; n = tanh(gx_n + r * (gh_n + b_hn));
+// h_t = (1 - z) n + z h_{t-1}. Stores r, z, n and (gh_n + b_hn).
+template <class T>
+struct GruCell {
+  static constexpr int G = 3, S = 4;
+  static constexpr bool kHasC = false;
+  static inline void fwd(const T* gx, const T* gh, std::ptrdiff_t ts, const T* bh,
+                         std::ptrdiff_t gs, T hprev, T, T* h, T*, T* st) {
+    const T r = sigmoid(gx[0] + gh[0] + bh[0]);
+    const T z = sigmoid(gx[gs] + gh[ts] + bh[gs]);
+    const T hn = gh[2 * ts] + bh[2 * gs];
+    const T n = std::tanh(gx[2 * gs] + r * hn);
+    *h = (T(1) - z) * n + z * hprev;
+    if (st) {
+      st[0] = r;
+      st[gs] = z;
+      st[2 * gs] = n;
+      st[3 * gs] = hn;
+    }
+  }
+  static inline void bwd(T dh, T hprev, const T* st, std::ptrdiff_t gs, T, T, T, T*, T* dgx,
+                         T* dgh, std::ptrdiff_t, T* dh_direct) {
+    const T r = st[0], z = st[gs], n = st[2 * gs], hn = st[3 * gs];
+    const T dn = dh * (T(1) - z);             // h_t = (1 - z) n + z h_{t-1}
+    const T dz = dh * (hprev - n);
+    const T dan = dn * (T(1) - n * n);        // n = tanh(a_n), a_n = gx_n + r * hn
+    const T dr = dan * hn;
+    const T dar = dr * r * (T(1) - r), daz = dz * z * (T(1) - z);
+    dgx[0] = dar;
+    dgx[gs] = daz;
+    dgx[2 * gs] = dan;
+    dgh[0] = dar;
+    dgh[gs] = daz;
+    dgh[2 * gs] = dan * r;                    // hn = W_hn h + b_hn enters scaled by r
+    *dh_direct = dh * z;
+  }
+};
+
+}  // namespace rnnfast

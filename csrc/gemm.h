@@ -1,0 +1,101 @@
+// Packed, cache-blocked GEMM over the active micro-kernel, plus its plain reference twin.
+//
+// B operands are packed once into panels of nr columns (see ukernel.h); A is read through strides.
+// The multithreaded entry points are called by EVERY thread of an enclosing OpenMP parallel region
+// with its (tid, nth); each thread computes a fixed part, and no element depends on nth.
+#pragma once
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/ukernel.h"
+
+namespace rnnfast {
+
+using idx = std::ptrdiff_t;
+
+inline idx ceil_div(idx a, idx b) { return (a + b - 1) / b; }
+inline idx round_up(idx a, idx b) { return ceil_div(a, b) * b; }
+
+// Contiguous share [lo, hi) of n items for thread tid of nth.
+inline void split(idx n, int tid, int nth, idx* lo, idx* hi) {
+  *lo = n * tid / nth;
+  *hi = n * (tid + 1) / nth;
+}
+
+// Elements needed to pack a K x N operand into nr-wide panels.
+inline idx packed_b_size(idx K, idx N, int nr) { return ceil_div(N, nr) * nr * K; }
+
+// Pack panels [p0, p1) of the K x N operand b(k, n) = get(k, n) (zero past N).
+// Panel p holds b(k, p*nr + j) at out[p*K*nr + k*nr + j].
+template <class T, class Get>
+void pack_b_panels(idx K, idx N, int nr, idx p0, idx p1, Get get, T* out) {
+  for (idx p = p0; p < p1; ++p) {
+    T* dst = out + p * K * nr;
+    const idx n0 = p * nr;
+    const idx nv = std::min<idx>(nr, N - n0);
+    for (idx k = 0; k < K; ++k) {
+      T* row = dst + k * nr;
+      for (idx j = 0; j < nv; ++j) row[j] = get(k, n0 + j);
+      for (idx j = nv; j < nr; ++j) row[j] = T(0);
+    }
+  }
+}
+
+// Pack a row-major K x N matrix (leading dimension ld), threads splitting the panels.
+template <class T>
+void pack_b_rowmajor_mt(int tid, int nth, idx K, idx N, const T* b, idx ld, int nr, T* out) {
+  idx p0, p1;
+  split(ceil_div(N, nr), tid, nth, &p0, &p1);
+  pack_b_panels<T>(K, N, nr, p0, p1, [&](idx k, idx n) { return b[k * ld + n]; }, out);
+}
+
+// Cache blocking. KC: depth of one pass (a B micro-panel KC x nr stays in L1);
+// MC x KC block of A stays in L2 across the NC/nr panels of a tile.
+constexpr idx kKC = 256;
+constexpr idx kMC = 96;
+constexpr idx kNC = 512;
+
+// C[M x N] (=|+=) A[M x K] * B[K x N], B packed (packed_b_size(K, N, nr)); a(i,k) = a[i*rsa+k*csa].
+// The (MC x NC) tiles of C are dealt to threads; within a tile the k loop runs in fixed KC chunks.
+template <class T>
+void gemm_mt(int tid, int nth, idx M, idx N, idx K, const T* a, idx rsa, idx csa, const T* bp,
+             T* c, idx ldc, bool accumulate) {
+  const KernelSet& ks = active_kernels();
+  const UKernel<T> kern = KernelFor<T>::fn(ks);
+  const int mr = KernelFor<T>::mr(ks), nr = KernelFor<T>::nr(ks);
+  const idx mc = round_up(kMC, mr), nc = round_up(kNC, nr);
+  const idx mt = ceil_div(M, mc), nt = ceil_div(N, nc);
+  idx t0, t1;
+  split(mt * nt, tid, nth, &t0, &t1);
+  for (idx t = t0; t < t1; ++t) {
+    const idx ib = (t % mt) * mc, jb = (t / mt) * nc;
+    const idx ie = std::min(M, ib + mc), je = std::min(N, jb + nc);
+    for (idx pc = 0; pc < K; pc += kKC) {
+      const int kc = (int)std::min<idx>(kKC, K - pc);
+      const bool acc = accumulate || pc > 0;
+      for (idx j = jb; j < je; j += nr) {
+        const T* bpanel = bp + (j / nr) * K * nr + pc * nr;
+        const int n = (int)std::min<idx>(nr, je - j);
+        for (idx i = ib; i < ie; i += mr) {
+          const int m = (int)std::min<idx>(mr, ie - i);
+          kern(kc, a + i * rsa + pc * csa, rsa, csa, bpanel, c + i * ldc + j, ldc, m, n, acc);
+        }
+      }
+    }
+  }
+}
+
+// Reference twin: the textbook triple loop, b(k, n) read through strides.
+template <class T>
+void gemm_ref(idx M, idx N, idx K, const T* a, idx rsa, idx csa, const T* b, idx rsb, idx csb,
+              T* c, idx ldc, bool accumulate) {
+  for (idx i = 0; i < M; ++i)
+    for (idx j = 0; j < N; ++j) {
+      T s = 0;
+      for (idx k = 0; k < K; ++k) s += a[i * rsa + k * csa] * b[k * rsb + j * csb];
+      c[i * ldc + j] = accumulate ? c[i * ldc + j] + s : s;
+    }
+}
+
+}  // namespace rnnfast

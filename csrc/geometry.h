@@ -1,0 +1,70 @@
+// Sizes and offsets of every buffer the driver touches, computed once per call from the Desc.
+// The same rules decide the flat parameter layout that the Python layer views by name.
+#pragma once
+#include "gemm.h"
+#include "rnnfast.h"
+
+namespace rnnfast {
+
+struct Geometry {
+  idx T, B, I, H, L, D;
+  int G;      // gates
+  int S;      // stored activations per unit and step (training)
+  idx GH, DH;
+  bool bias, lstm, gru;
+  int nr;     // panel width of the active kernel for this dtype
+
+  Geometry(const Desc& d, int nr_)
+      : T(d.seq_len), B(d.batch), I(d.input_size), H(d.hidden_size), L(d.num_layers),
+        D(d.num_dirs), G(num_gates(d.cell)), S(d.cell == kLstm || d.cell == kGru ? 4 : 0),
+        GH(G * d.hidden_size), DH(d.num_dirs * d.hidden_size), bias(d.has_bias != 0),
+        lstm(d.cell == kLstm), gru(d.cell == kGru), nr(nr_) {}
+
+  idx in_size(idx l) const { return l == 0 ? I : DH; }
+  idx unit_blocks() const { return ceil_div(H, nr); }
+
+  // Parameters, PyTorch order: per (layer, dir): W_ih, W_hh, [b_ih, b_hh].
+  idx param_block(idx l) const { return GH * in_size(l) + GH * H + (bias ? 2 * GH : 0); }
+  idx param_off(idx l, idx d) const {
+    idx off = 0;
+    for (idx k = 0; k < l; ++k) off += D * param_block(k);
+    return off + d * param_block(l);
+  }
+  idx param_total() const { return param_off(L, 0); }
+
+  // Packed weights per (layer, dir):
+  //   wihT  W_ih^T as a K=In x N=GH operand, natural column order    (input projection)
+  //   whhT  W_hh^T with columns regrouped: panel u*G+g holds gate g of units [u*nr, u*nr+nr)
+  //         so all gates of a block of units come out of consecutive GEMM tiles (forward step)
+  //   whh   W_hh as a K=GH x N=H operand                              (backward step)
+  //   wih   W_ih as a K=GH x N=In operand                             (input gradient)
+  idx pk_wihT(idx l) const { return packed_b_size(in_size(l), GH, nr); }
+  idx pk_whhT() const { return H * G * unit_blocks() * nr; }
+  idx pk_whh() const { return packed_b_size(GH, H, nr); }
+  idx pk_wih(idx l) const { return packed_b_size(GH, in_size(l), nr); }
+  idx pk_block(idx l) const { return pk_wihT(l) + pk_whhT() + pk_whh() + pk_wih(l); }
+  idx packed_off(idx l, idx d) const {
+    idx off = 0;
+    for (idx k = 0; k < l; ++k) off += D * pk_block(k);
+    return off + d * pk_block(l);
+  }
+  idx packed_total() const { return packed_off(L, 0); }
+
+  // Training workspace per (layer, dir):
+  //   hs  (T+1, B, H) hidden states with a halo slot for the initial state: the forward direction
+  //       keeps h_{t} in slot t+1 (h0 in slot 0), the reverse direction keeps h_t in slot t (h0 in
+  //       slot T), so the state before step t is slot t (forward) or t+1 (reverse) and all the
+  //       "previous states" form one contiguous (T*B, H) matrix for the dW_hh GEMM.
+  //   cs  (T+1, B, H) cell states, same slots (LSTM only)
+  //   st  (T, B, S*H) activations kept for backward
+  // then, for layers 1..L-1, their input (the previous layer's output after dropout), (T, B, D*H).
+  idx ws_state() const { return (T + 1) * B * H; }
+  idx ws_block() const { return ws_state() * (lstm ? 2 : 1) + T * B * S * H; }
+  idx ws_hs(idx l, idx d) const { return (l * D + d) * ws_block(); }
+  idx ws_cs(idx l, idx d) const { return ws_hs(l, d) + ws_state(); }
+  idx ws_st(idx l, idx d) const { return ws_hs(l, d) + ws_state() * (lstm ? 2 : 1); }
+  idx ws_layer_input(idx l) const { return L * D * ws_block() + (l - 1) * T * B * DH; }
+  idx ws_total() const { return L * D * ws_block() + (L - 1) * T * B * DH; }
+};
+
+}  // namespace rnnfast

@@ -1,0 +1,58 @@
+// Chooses the micro-kernel path once, from the CPU's features, unless RNNFAST_ISA forces one.
+#include <cstdlib>
+#include <cstring>
+#include <initializer_list>
+
+#include "../rnnfast.h"
+#include "ukernel.h"
+
+namespace rnnfast {
+namespace {
+
+bool cpu_supports(const char* name) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (std::strcmp(name, "avx512") == 0) return __builtin_cpu_supports("avx512f");
+  if (std::strcmp(name, "avx2") == 0)
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+  return std::strcmp(name, "generic") == 0;
+}
+
+bool kernels_by_name(const char* name, KernelSet* out) {
+#if defined(RNNFAST_HAVE_X86_KERNELS)
+  if (std::strcmp(name, "avx512") == 0) { *out = kernels_avx512(); return true; }
+  if (std::strcmp(name, "avx2") == 0) { *out = kernels_avx2(); return true; }
+#endif
+  if (std::strcmp(name, "generic") == 0) { *out = kernels_generic(); return true; }
+  return false;
+}
+
+KernelSet choose() {
+  KernelSet k;
+  const char* forced = std::getenv("RNNFAST_ISA");
+  if (forced && *forced && cpu_supports(forced) && kernels_by_name(forced, &k)) return k;
+  for (const char* name : {"avx512", "avx2"})
+    if (cpu_supports(name) && kernels_by_name(name, &k)) return k;
+  return kernels_generic();
+}
+
+KernelSet& current() {
+  static KernelSet k = choose();
+  return k;
+}
+
+}  // namespace
+
+const KernelSet& active_kernels() { return current(); }
+
+const char* isa_name() { return current().name; }
+
+bool select_isa(const char* name) {
+  KernelSet k;
+  if (!cpu_supports(name) || !kernels_by_name(name, &k)) return false;
+  current() = k;
+  return true;
+}
+
+}  // namespace rnnfast

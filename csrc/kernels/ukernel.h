@@ -1,0 +1,46 @@
+// GEMM micro-kernel interface shared by every instruction-set path.
+//
+// One call computes a tile C[m x n] (m <= mr, n <= nr) of  A[m x kc] * Bp[kc x nr]:
+//   A  is read unpacked through strides: a(i, k) = a[i*rsa + k*csa]  (row-major: rsa=lda, csa=1;
+//      transposed: rsa=1, csa=lda), so no A packing is needed for the small per-step GEMMs;
+//   Bp is one packed panel: kc rows of nr contiguous values (zero-padded past the real columns);
+//   C  is written row-major with leading dimension ldc: C = acc, or C += acc when accumulate.
+// Every element of C is computed the same way (same k order, same instruction), whatever the tile
+// shape or the thread that runs it: results do not depend on how work is split.
+#pragma once
+#include <cstddef>
+
+namespace rnnfast {
+
+template <class T>
+using UKernel = void (*)(int kc, const T* a, std::ptrdiff_t rsa, std::ptrdiff_t csa, const T* bp,
+                         T* c, std::ptrdiff_t ldc, int m, int n, int accumulate);
+
+struct KernelSet {
+  const char* name;
+  int mr_f, nr_f;  // float tile
+  int mr_d, nr_d;  // double tile
+  UKernel<float> kf;
+  UKernel<double> kd;
+};
+
+KernelSet kernels_generic();
+KernelSet kernels_avx2();
+KernelSet kernels_avx512();
+
+// The active set (chosen once from the CPU, or RNNFAST_ISA).
+const KernelSet& active_kernels();
+
+template <class T> struct KernelFor;
+template <> struct KernelFor<float> {
+  static UKernel<float> fn(const KernelSet& k) { return k.kf; }
+  static int mr(const KernelSet& k) { return k.mr_f; }
+  static int nr(const KernelSet& k) { return k.nr_f; }
+};
+template <> struct KernelFor<double> {
+  static UKernel<double> fn(const KernelSet& k) { return k.kd; }
+  static int mr(const KernelSet& k) { return k.mr_d; }
+  static int nr(const KernelSet& k) { return k.nr_d; }
+};
+
+}  // namespace rnnfast

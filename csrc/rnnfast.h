@@ -1,0 +1,83 @@
+// rnnfast core: the flat C++ API the Python binding calls. No Python headers here.
+//
+// A model is described once by a Desc. Buffers are raw pointers to contiguous memory of the
+// model's dtype (float or double); the binding guarantees contiguity, dtype and shapes, so the
+// core trusts them (validation happens once, at the Python boundary).
+//
+// Layouts (time-major; batch_first is handled by the Python layer):
+//   x        (T, B, I)                   y        (T, B, D*H)
+//   h0, hn   (L*D, B, H)                 c0, cn   (L*D, B, H)    (LSTM only)
+//   lengths  (B,) int64 in 1..T, or null (every row has length T)
+//   params   flat, PyTorch order: for l in layers, for d in dirs:
+//              weight_ih (G*H, In_l), weight_hh (G*H, H), [bias_ih (G*H), bias_hh (G*H)]
+//   dropout  (L-1, T, B, D*H) multipliers (0 or 1/(1-p)) applied to the output of every layer
+//            but the last, or null.
+#pragma once
+#include <cstdint>
+
+namespace rnnfast {
+
+enum Cell : int32_t { kRnnTanh = 0, kRnnRelu = 1, kLstm = 2, kGru = 3 };
+enum DType : int32_t { kF32 = 0, kF64 = 1 };
+
+struct Desc {
+  int32_t cell = kLstm;
+  int32_t dtype = kF32;
+  int64_t seq_len = 0;      // T
+  int64_t batch = 0;        // B
+  int64_t input_size = 0;   // I
+  int64_t hidden_size = 0;  // H
+  int64_t num_layers = 1;   // L
+  int64_t num_dirs = 1;     // D (1 or 2)
+  int32_t has_bias = 1;
+};
+
+// Pointers for one forward call. workspace == nullptr means inference (nothing kept for backward).
+struct ForwardArgs {
+  const void* params = nullptr;
+  const void* packed = nullptr;        // from pack_weights() on the same params
+  const void* x = nullptr;
+  const int64_t* lengths = nullptr;
+  const void* h0 = nullptr;            // null: zeros
+  const void* c0 = nullptr;            // null: zeros
+  const void* dropout_mask = nullptr;  // null: no dropout
+  void* y = nullptr;
+  void* hn = nullptr;
+  void* cn = nullptr;
+  void* workspace = nullptr;           // workspace_size() elements, kept for backward
+};
+
+// Gradients for one backward call; the ForwardArgs of the training forward are passed alongside.
+struct BackwardArgs {
+  const void* dy = nullptr;    // null: zeros
+  const void* dhn = nullptr;   // null: zeros
+  const void* dcn = nullptr;   // null: zeros
+  void* dx = nullptr;          // overwritten
+  void* dh0 = nullptr;         // overwritten
+  void* dc0 = nullptr;         // overwritten (LSTM)
+  void* dparams = nullptr;     // accumulated (+=), same layout as params
+};
+
+int num_gates(int32_t cell);
+// Throws std::invalid_argument if the descriptor is inconsistent.
+void check_desc(const Desc& d);
+int64_t param_count(const Desc& d);
+// Element counts (of the model dtype).
+int64_t workspace_size(const Desc& d);
+int64_t packed_size(const Desc& d);
+void pack_weights(const Desc& d, const void* params, void* packed);
+
+void forward(const Desc& d, const ForwardArgs& a);
+void backward(const Desc& d, const ForwardArgs& f, const BackwardArgs& b);
+
+// Threads: every parallel region uses this many threads. Results do not depend on it.
+void set_num_threads(int n);
+int get_num_threads();
+bool has_openmp();
+
+// Instruction-set path of the GEMM micro-kernels: "avx512", "avx2" or "generic".
+const char* isa_name();
+// Force a path; returns false (and changes nothing) if this CPU or build cannot run it.
+bool select_isa(const char* name);
+
+}  // namespace rnnfast

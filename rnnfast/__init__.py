@@ -1,0 +1,19 @@
+"""rnnfast: a fast CPU engine for recurrent neural networks (Elman RNN, LSTM, GRU).
+
+Inference and full backpropagation through time with PyTorch's semantics and parameter layout,
+numpy arrays in and out. See README.md.
+"""
+import os as _os
+import warnings as _warnings
+
+from . import _core
+from ._rnn import GRU, LSTM, RNN, Tape
+from ._threads import build_info, get_num_threads, set_num_threads
+
+__version__ = "0.1.0"
+__all__ = ["RNN", "LSTM", "GRU", "Tape", "set_num_threads", "get_num_threads", "build_info"]
+
+_isa = _os.environ.get("RNNFAST_ISA")
+if _isa and not _core.core_select_isa(_isa):
+    _warnings.warn(f"RNNFAST_ISA={_isa!r} is not available on this CPU or build (choose from "
+                   f"'avx512', 'avx2', 'generic'); using {_core.core_isa_name()!r}", RuntimeWarning)

@@ -1,0 +1,153 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, embedsignature=True
+"""The binding between the Python layer and the C++ core, and only that.
+
+Every function takes a ``desc`` tuple ``(cell, dtype, T, B, I, H, L, D, bias)`` and numpy arrays that
+the caller (``rnnfast._rnn``) has already validated: C-contiguous, of the model's dtype, with the
+shapes the core expects. ``None`` stands for an absent optional buffer. The GIL is released while
+the core computes; C++ exceptions become Python exceptions.
+"""
+from libc.stdint cimport int32_t, int64_t
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef extern from "rnnfast.h" namespace "rnnfast":
+    cdef cppclass Desc:
+        int32_t cell
+        int32_t dtype
+        int64_t seq_len
+        int64_t batch
+        int64_t input_size
+        int64_t hidden_size
+        int64_t num_layers
+        int64_t num_dirs
+        int32_t has_bias
+
+    cdef cppclass ForwardArgs:
+        const void* params
+        const void* packed
+        const void* x
+        const int64_t* lengths
+        const void* h0
+        const void* c0
+        const void* dropout_mask
+        void* y
+        void* hn
+        void* cn
+        void* workspace
+
+    cdef cppclass BackwardArgs:
+        const void* dy
+        const void* dhn
+        const void* dcn
+        void* dx
+        void* dh0
+        void* dc0
+        void* dparams
+
+    void check_desc(const Desc&) except +
+    int64_t param_count(const Desc&) except +
+    int64_t workspace_size(const Desc&) except +
+    int64_t packed_size(const Desc&) except +
+    void pack_weights(const Desc&, const void*, void*) nogil except +
+    void forward(const Desc&, const ForwardArgs&) nogil except +
+    void backward(const Desc&, const ForwardArgs&, const BackwardArgs&) nogil except +
+    void set_num_threads(int) except +
+    int get_num_threads()
+    bint has_openmp()
+    const char* isa_name()
+    bint select_isa(const char*)
+
+
+cdef Desc _desc(tuple t) except *:
+    cdef Desc d
+    d.cell, d.dtype, d.seq_len, d.batch, d.input_size, d.hidden_size, d.num_layers, d.num_dirs, \
+        d.has_bias = t
+    check_desc(d)
+    return d
+
+
+cdef inline void* _ptr(object a):
+    """Data pointer of a numpy array, or NULL for None."""
+    if a is None:
+        return NULL
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+def core_param_count(tuple desc):
+    return param_count(_desc(desc))
+
+
+def core_workspace_size(tuple desc):
+    return workspace_size(_desc(desc))
+
+
+def core_packed_size(tuple desc):
+    return packed_size(_desc(desc))
+
+
+def core_pack(tuple desc, params, packed):
+    cdef Desc d = _desc(desc)
+    cdef const void* p = _ptr(params)
+    cdef void* out = _ptr(packed)
+    with nogil:
+        pack_weights(d, p, out)
+
+
+cdef ForwardArgs _fwd_args(params, packed, x, lengths, h0, c0, mask, y, hn, cn, ws):
+    cdef ForwardArgs a
+    a.params = _ptr(params)
+    a.packed = _ptr(packed)
+    a.x = _ptr(x)
+    a.lengths = <const int64_t*>_ptr(lengths)
+    a.h0 = _ptr(h0)
+    a.c0 = _ptr(c0)
+    a.dropout_mask = _ptr(mask)
+    a.y = _ptr(y)
+    a.hn = _ptr(hn)
+    a.cn = _ptr(cn)
+    a.workspace = _ptr(ws)
+    return a
+
+
+def core_forward(tuple desc, params, packed, x, lengths, h0, c0, mask, y, hn, cn, ws):
+    cdef Desc d = _desc(desc)
+    cdef ForwardArgs a = _fwd_args(params, packed, x, lengths, h0, c0, mask, y, hn, cn, ws)
+    with nogil:
+        forward(d, a)
+
+
+def core_backward(tuple desc, params, packed, x, lengths, h0, c0, mask, ws,
+                  dy, dhn, dcn, dx, dh0, dc0, dparams):
+    cdef Desc d = _desc(desc)
+    cdef ForwardArgs a = _fwd_args(params, packed, x, lengths, h0, c0, mask, None, None, None, ws)
+    cdef BackwardArgs b
+    b.dy = _ptr(dy)
+    b.dhn = _ptr(dhn)
+    b.dcn = _ptr(dcn)
+    b.dx = _ptr(dx)
+    b.dh0 = _ptr(dh0)
+    b.dc0 = _ptr(dc0)
+    b.dparams = _ptr(dparams)
+    with nogil:
+        backward(d, a, b)
+
+
+def core_set_num_threads(int n):
+    set_num_threads(n)
+
+
+def core_get_num_threads():
+    return get_num_threads()
+
+
+def core_has_openmp():
+    return has_openmp()
+
+
+def core_isa_name():
+    return isa_name().decode()
+
+
+def core_select_isa(str name):
+    return select_isa(name.encode())

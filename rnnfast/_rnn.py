@@ -1,0 +1,355 @@
+"""Recurrent layers with PyTorch semantics: ``RNN``, ``LSTM``, ``GRU``.
+
+A model owns ONE flat parameter buffer (PyTorch's tensors are views into it, in PyTorch's order
+and layout) and a gradient buffer that mirrors it. The C++ core sees the weights re-laid into
+GEMM panels; those packed weights are cached and rebuilt only when the parameter version changes
+(every write through the public API bumps it).
+"""
+import threading
+
+import numpy as np
+
+from . import _core
+from . import _validate as V
+
+_CELLS = {"RNN_TANH": 0, "RNN_RELU": 1, "LSTM": 2, "GRU": 3}
+_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
+
+
+class Tape:
+    """What a training forward keeps for :meth:`backward`. Opaque to users; use it once or many times."""
+
+    __slots__ = ("model", "version", "desc", "x", "lengths", "h0", "c0", "mask", "workspace",
+                 "packed", "y_shape")
+
+    def __init__(self, **kw):
+        for k, v in kw.items():
+            setattr(self, k, v)
+
+
+class _RNNBase:
+    """Shared machinery of RNN, LSTM and GRU. Not instantiated directly."""
+
+    _mode = None
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype="float32", seed=None):
+        self.input_size = V.positive_int(input_size, "input_size")
+        self.hidden_size = V.positive_int(hidden_size, "hidden_size")
+        self.num_layers = V.positive_int(num_layers, "num_layers")
+        self.bias = self._flag(bias, "bias")
+        self.batch_first = self._flag(batch_first, "batch_first")
+        self.bidirectional = self._flag(bidirectional, "bidirectional")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating, np.integer)):
+            raise TypeError(f"dropout must be a number in [0, 1), got {dropout!r}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.dropout = float(dropout)
+        self.dtype = V.model_dtype(dtype)
+        self.num_directions = 2 if self.bidirectional else 1
+        self._gates = _GATES[self._mode]
+
+        self._layout = self._param_layout()
+        total = sum(int(np.prod(shape)) for _, _, shape in self._layout)
+        if total != _core.core_param_count(self._desc(1, 1)):
+            raise RuntimeError("rnnfast internal error: parameter layout disagrees with the core")
+        self._params = np.empty(total, dtype=self.dtype)
+        self.grads = np.zeros(total, dtype=self.dtype)
+        self._param_views = {n: self._params[o:o + int(np.prod(s))].reshape(s)
+                             for n, o, s in self._layout}
+        self._grad_views = {n: self.grads[o:o + int(np.prod(s))].reshape(s)
+                            for n, o, s in self._layout}
+        self._version = 0
+        self._packed = None
+        self._packed_key = None
+        self._lock = threading.Lock()
+        self._rng = np.random.default_rng(seed)
+        self.reset_parameters()
+
+    @staticmethod
+    def _flag(value, name):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name} must be a bool, got {value!r}")
+        return bool(value)
+
+    # ----------------------------------------------------------------------------------- layout
+    def _param_layout(self):
+        """[(name, offset, shape)] in PyTorch's order: per layer, per direction: w_ih, w_hh, b_ih, b_hh."""
+        H, G, D = self.hidden_size, self._gates, self.num_directions
+        out, off = [], 0
+        for layer in range(self.num_layers):
+            in_size = self.input_size if layer == 0 else D * H
+            for d in range(D):
+                sfx = f"l{layer}" + ("_reverse" if d else "")
+                shapes = [("weight_ih_", (G * H, in_size)), ("weight_hh_", (G * H, H))]
+                if self.bias:
+                    shapes += [("bias_ih_", (G * H,)), ("bias_hh_", (G * H,))]
+                for prefix, shape in shapes:
+                    out.append((prefix + sfx, off, shape))
+                    off += int(np.prod(shape))
+        return out
+
+    def _desc(self, T, B):
+        return (_CELLS[self._mode], 0 if self.dtype == np.float32 else 1, int(T), int(B),
+                self.input_size, self.hidden_size, self.num_layers, self.num_directions,
+                int(self.bias))
+
+    # ------------------------------------------------------------------------------- parameters
+    @property
+    def params(self):
+        """All parameters as one flat read-only array (write through load_state_dict or set_params)."""
+        v = self._params.view()
+        v.flags.writeable = False
+        return v
+
+    @property
+    def version(self):
+        """Parameter version: bumped by every write through the public API."""
+        return self._version
+
+    def _mark_params_changed(self):
+        """Record that the parameter buffer was written, so packed weights get rebuilt."""
+        self._version += 1
+
+    def named_parameters(self):
+        """Yield ``(name, array)``: read-only views into :attr:`params`, with PyTorch's names."""
+        for name, _, _ in self._layout:
+            v = self._param_views[name].view()
+            v.flags.writeable = False
+            yield name, v
+
+    def named_grads(self):
+        """Yield ``(name, array)``: writable views into :attr:`grads`, with PyTorch's names."""
+        for name, _, _ in self._layout:
+            yield name, self._grad_views[name]
+
+    def zero_grad(self):
+        """Set every gradient to zero (gradients accumulate across backward calls)."""
+        self.grads.fill(0)
+
+    def reset_parameters(self):
+        """PyTorch's default initialisation: every parameter uniform in ±1/sqrt(hidden_size)."""
+        k = 1.0 / np.sqrt(self.hidden_size)
+        self._params[:] = self._rng.uniform(-k, k, size=self._params.size)
+        self._mark_params_changed()
+
+    def set_params(self, flat):
+        """Overwrite all parameters from a flat array of ``params.size`` values."""
+        flat = V.float_array(flat, "params", self.dtype)
+        V.check_shape(flat, self._params.shape, "params", "(all parameters, flat)")
+        self._params[:] = flat
+        self._mark_params_changed()
+
+    def state_dict(self):
+        """Dict of parameter copies with PyTorch's names and shapes (loads into torch.nn.* unchanged)."""
+        return {name: self._param_views[name].copy() for name, _, _ in self._layout}
+
+    def load_state_dict(self, state_dict):
+        """Load parameters by name. Strict: every key must be present, none extra, shapes exact."""
+        if not hasattr(state_dict, "keys"):
+            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
+        expected = [n for n, _, _ in self._layout]
+        missing = [k for k in expected if k not in state_dict]
+        unexpected = [k for k in state_dict.keys() if k not in self._param_views]
+        if missing or unexpected:
+            raise ValueError(f"state_dict keys do not match: missing {missing}, unexpected {unexpected}")
+        arrays = {}
+        for name, _, shape in self._layout:
+            arr = V.float_array(state_dict[name], f"state_dict[{name!r}]", self.dtype)
+            V.check_shape(arr, shape, f"state_dict[{name!r}]", "")
+            arrays[name] = arr
+        for name, arr in arrays.items():
+            self._param_views[name][...] = arr
+        self._mark_params_changed()
+
+    def _packed_weights(self):
+        """Packed weights for the current parameters and kernel path; rebuilt only after a change."""
+        key = (self._version, _core.core_isa_name())
+        packed = self._packed
+        if self._packed_key != key or packed is None:
+            with self._lock:
+                if self._packed_key != key or self._packed is None:
+                    desc = self._desc(1, 1)
+                    packed = np.empty(_core.core_packed_size(desc), dtype=self.dtype)
+                    _core.core_pack(desc, self._params, packed)
+                    self._packed, self._packed_key = packed, key
+                packed = self._packed
+        return packed
+
+    # ---------------------------------------------------------------------------------- compute
+    def _state_shape(self, B):
+        return (self.num_layers * self.num_directions, B, self.hidden_size)
+
+    def _prepare(self, x, hx, lengths):
+        x = V.float_array(x, "x", self.dtype)
+        layout = "(batch, seq_len, input_size)" if self.batch_first else "(seq_len, batch, input_size)"
+        if x.ndim != 3:
+            raise ValueError(f"x must be 3-D {layout}, got {x.ndim}-D with shape {x.shape}")
+        if x.shape[2] != self.input_size:
+            raise ValueError(f"x must have input_size={self.input_size} features (last axis), "
+                             f"got {x.shape[2]} (shape {x.shape})")
+        if self.batch_first:
+            x = np.ascontiguousarray(x.transpose(1, 0, 2))
+        T, B = x.shape[0], x.shape[1]
+        if T == 0 or B == 0:
+            raise ValueError(f"x must have at least one time step and one batch row, got shape "
+                             f"{x.shape} {layout}")
+        h0, c0 = self._split_hx(hx, B)
+        return x, h0, c0, V.lengths_array(lengths, B, T)
+
+    def _split_hx(self, hx, B):
+        shape = self._state_shape(B)
+        meaning = "(num_layers * num_directions, batch, hidden_size)"
+        if hx is None:
+            return None, None
+        if self._mode == "LSTM":
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(f"LSTM hx must be a tuple (h0, c0), got {type(hx).__name__}"
+                                + (f" of length {len(hx)}" if isinstance(hx, (tuple, list)) else ""))
+            h0 = None if hx[0] is None else V.float_array(hx[0], "h0", self.dtype)
+            c0 = None if hx[1] is None else V.float_array(hx[1], "c0", self.dtype)
+            if h0 is not None:
+                V.check_shape(h0, shape, "h0", meaning)
+            if c0 is not None:
+                V.check_shape(c0, shape, "c0", meaning)
+            return h0, c0
+        h0 = V.float_array(hx, "hx", self.dtype)
+        V.check_shape(h0, shape, "hx", meaning)
+        return h0, None
+
+    def _dropout_mask(self, T, B, train):
+        if not train or self.dropout == 0.0 or self.num_layers == 1:
+            return None
+        keep = self._rng.random((self.num_layers - 1, T, B, self.num_directions * self.hidden_size))
+        return ((keep >= self.dropout) / (1.0 - self.dropout)).astype(self.dtype)
+
+    def _pack_state(self, hn, cn):
+        return (hn, cn) if self._mode == "LSTM" else hn
+
+    def _to_user(self, y):
+        return np.ascontiguousarray(y.transpose(1, 0, 2)) if self.batch_first else y
+
+    def forward(self, x, hx=None, lengths=None, train=True):
+        """Run the layer on a batch of sequences.
+
+        x: ``(T, B, input_size)`` (``(B, T, input_size)`` if ``batch_first``), any float dtype.
+        hx: initial state ``(num_layers * num_directions, B, hidden_size)``; for LSTM a tuple
+            ``(h0, c0)``; ``None`` means zeros.
+        lengths: optional ``B`` integers in ``1..T``: row ``b`` is valid for its first
+            ``lengths[b]`` steps (PyTorch's packed-sequence semantics; no sorting needed): outputs
+            past it are zero and the final state is the one at the row's last valid step.
+        train: keep what :meth:`backward` needs and apply dropout between layers.
+
+        Returns ``(y, state, tape)``: ``y`` is ``(T, B, D*hidden_size)`` (batch-first if set),
+        ``state`` is ``h_n`` or, for LSTM, ``(h_n, c_n)``, and ``tape`` is ``None`` unless ``train``.
+        """
+        x, h0, c0, lens = self._prepare(x, hx, lengths)
+        T, B = x.shape[0], x.shape[1]
+        desc = self._desc(T, B)
+        packed = self._packed_weights()
+        y = np.empty((T, B, self.num_directions * self.hidden_size), dtype=self.dtype)
+        hn = np.empty(self._state_shape(B), dtype=self.dtype)
+        cn = np.empty_like(hn) if self._mode == "LSTM" else None
+        mask = self._dropout_mask(T, B, train)
+        ws = np.empty(_core.core_workspace_size(desc), dtype=self.dtype) if train else None
+        _core.core_forward(desc, self._params, packed, x, lens, h0, c0, mask, y, hn, cn, ws)
+        tape = None
+        if train:
+            tape = Tape(model=self, version=self._version, desc=desc, x=x, lengths=lens, h0=h0,
+                        c0=c0, mask=mask, workspace=ws, packed=packed, y_shape=y.shape)
+        return self._to_user(y), self._pack_state(hn, cn), tape
+
+    def __call__(self, x, hx=None, lengths=None):
+        """Inference: ``y, h_n`` (RNN, GRU) or ``y, (h_n, c_n)`` (LSTM). See :meth:`forward`."""
+        y, state, _ = self.forward(x, hx, lengths, train=False)
+        return y, state
+
+    def backward(self, tape, dy, dstate=None):
+        """Backpropagation through time for a training forward.
+
+        dy: gradient w.r.t. ``y`` (same shape as ``y``) or ``None``; dstate: gradient w.r.t. the
+        final state, ``dh_n`` or for LSTM ``(dh_n, dc_n)`` (any element may be ``None``).
+        Parameter gradients are ADDED into :attr:`grads`. Returns ``(dx, dhx)`` with ``dx`` shaped
+        like ``x`` and ``dhx`` = ``dh0`` or, for LSTM, ``(dh0, dc0)``.
+        """
+        if not isinstance(tape, Tape):
+            raise TypeError(f"tape must be the third value returned by forward(..., train=True), "
+                            f"got {type(tape).__name__}")
+        if tape.model is not self:
+            raise ValueError("this tape was recorded by a different model")
+        if tape.version != self._version:
+            raise ValueError("parameters changed after this tape was recorded; run forward again")
+        T, B = tape.desc[2], tape.desc[3]
+        if dy is not None:
+            dy = V.float_array(dy, "dy", self.dtype)
+            user_shape = (B, T, tape.y_shape[2]) if self.batch_first else tape.y_shape
+            V.check_shape(dy, user_shape, "dy", "(the shape of y)")
+            if self.batch_first:
+                dy = np.ascontiguousarray(dy.transpose(1, 0, 2))
+        dhn, dcn = self._split_dstate(dstate, B)
+        dx = np.empty_like(tape.x)
+        dh0 = np.empty(self._state_shape(B), dtype=self.dtype)
+        dc0 = np.empty_like(dh0) if self._mode == "LSTM" else None
+        _core.core_backward(tape.desc, self._params, tape.packed, tape.x, tape.lengths, tape.h0,
+                            tape.c0, tape.mask, tape.workspace, dy, dhn, dcn, dx, dh0, dc0,
+                            self.grads)
+        return self._to_user(dx), self._pack_state(dh0, dc0)
+
+    def _split_dstate(self, dstate, B):
+        if dstate is None:
+            return None, None
+        shape = self._state_shape(B)
+        meaning = "(num_layers * num_directions, batch, hidden_size)"
+        if self._mode == "LSTM":
+            if not isinstance(dstate, (tuple, list)) or len(dstate) != 2:
+                raise TypeError(f"LSTM dstate must be a tuple (dh_n, dc_n), got "
+                                f"{type(dstate).__name__}")
+            out = []
+            for name, v in zip(("dh_n", "dc_n"), dstate):
+                if v is not None:
+                    v = V.float_array(v, name, self.dtype)
+                    V.check_shape(v, shape, name, meaning)
+                out.append(v)
+            return tuple(out)
+        dhn = V.float_array(dstate, "dh_n", self.dtype)
+        V.check_shape(dhn, shape, "dh_n", meaning)
+        return dhn, None
+
+    def __repr__(self):
+        extra = ""
+        if self._mode.startswith("RNN"):
+            extra = f", nonlinearity={self.nonlinearity!r}"
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
+                f"num_layers={self.num_layers}, bias={self.bias}, batch_first={self.batch_first}, "
+                f"dropout={self.dropout}, bidirectional={self.bidirectional}{extra}, "
+                f"dtype={self.dtype.name!r})")
+
+
+class LSTM(_RNNBase):
+    """Long short-term memory layer stack with ``torch.nn.LSTM`` semantics (gates i, f, g, o).
+
+    Calling it returns ``y, (h_n, c_n)``. See :meth:`_RNNBase.forward` for shapes and options.
+    """
+
+    _mode = "LSTM"
+
+
+class GRU(_RNNBase):
+    """Gated recurrent unit stack with ``torch.nn.GRU`` semantics (gates r, z, n; the reset gate
+    multiplies ``W_hn h + b_hn``). Calling it returns ``y, h_n``."""
+
+    _mode = "GRU"
+
+
+class RNN(_RNNBase):
+    """Elman RNN stack with ``torch.nn.RNN`` semantics: ``h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``,
+    ``act`` = tanh or relu. Calling it returns ``y, h_n``."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, dtype="float32", seed=None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        self._mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, dtype, seed)

@@ -1,0 +1,45 @@
+"""Thread count of the core and a description of the build."""
+import numbers
+import os
+
+from . import _core
+
+
+def _available_cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def set_num_threads(n):
+    """Use ``n`` threads in every compute call (``-1``: every CPU this process may run on).
+
+    The default is OpenMP's (``OMP_NUM_THREADS`` if set, else all cores). Results are bitwise
+    identical for any thread count.
+    """
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"number of threads must be an integer, got {n!r}")
+    n = int(n)
+    if n == -1:
+        n = _available_cpus()
+    if n < 1:
+        raise ValueError(f"number of threads must be >= 1 (or -1 for all CPUs), got {n}")
+    _core.core_set_num_threads(n)
+
+
+def get_num_threads():
+    """Number of threads the core uses for each call."""
+    return _core.core_get_num_threads()
+
+
+def build_info():
+    """How this copy of rnnfast was built and what it runs on."""
+    from . import __version__
+
+    return {
+        "version": __version__,
+        "openmp": bool(_core.core_has_openmp()),
+        "isa": _core.core_isa_name(),
+        "num_threads": get_num_threads(),
+    }

@@ -1,0 +1,134 @@
+"""Thread-count independence: results must be bit-identical for any number of
+threads (np.array_equal, not allclose), plus the thread-count API."""
+
+import numpy as np
+import pytest
+import torch  # noqa: F401  (the oracle must be importable; see conftest)
+
+import rnnfast as rf
+from conftest import CELLS, NP_DTYPES, is_lstm, make_data, ragged_lengths, rf_model
+
+T, B, I, H, L = 13, 9, 11, 67, 2
+THREAD_COUNTS = (1, 2, 3)
+
+
+def _everything(m, cell, x, hx, lengths, ry, rh, rc):
+    """All forward outputs and gradients of one model, copied out."""
+    out = {}
+    y, st = m(x, hx=hx, lengths=lengths)
+    out["infer:y"] = np.array(y, copy=True)
+    if is_lstm(cell):
+        out["infer:h_n"], out["infer:c_n"] = np.array(st[0]), np.array(st[1])
+    else:
+        out["infer:h_n"] = np.array(st)
+    m.zero_grad()
+    y, st, tape = m.forward(x, hx=hx, lengths=lengths, train=True)
+    out["y"] = np.array(y, copy=True)
+    if is_lstm(cell):
+        out["h_n"], out["c_n"] = np.array(st[0]), np.array(st[1])
+        dx, dhx = m.backward(tape, ry, (rh, rc))
+        out["dh0"], out["dc0"] = np.array(dhx[0]), np.array(dhx[1])
+    else:
+        out["h_n"] = np.array(st)
+        dx, dhx = m.backward(tape, ry, rh)
+        out["dh0"] = np.array(dhx)
+    out["dx"] = np.array(dx)
+    for name, g in m.named_grads():
+        out["grad:" + name] = np.array(g, copy=True)
+    out["grads_flat"] = np.array(m.grads, copy=True)
+    return out
+
+
+def _assert_bitwise(a, b, ctx):
+    assert set(a) == set(b)
+    diff = [k for k in sorted(a)
+            if a[k].shape != b[k].shape or a[k].dtype != b[k].dtype
+            or not np.array_equal(a[k], b[k])]
+    assert not diff, f"{ctx}: results differ bitwise for {diff}"
+
+
+@pytest.mark.parametrize("ragged", [True, False])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_bitwise_identical_across_thread_counts(cell, dtype, ragged, restore_threads):
+    seed = 300 + CELLS.index(cell)
+    rng = np.random.default_rng(seed)
+    bf = not ragged  # cover both layouts
+    m = rf_model(cell, I, H, L, batch_first=bf, bidirectional=True, dtype=dtype, seed=seed)
+    x, hx, ry, rh, rc = make_data(rng, cell, T, B, I, H, L, True, bf, dtype)
+    lengths = ragged_lengths(rng, B, T) if ragged else None
+
+    results = {}
+    for n in THREAD_COUNTS:
+        rf.set_num_threads(n)
+        assert rf.get_num_threads() == n or n > 2
+        results[n] = _everything(m, cell, x, hx, lengths, ry, rh, rc)
+    # sanity: something real was computed
+    assert np.any(results[1]["dx"] != 0) and np.all(np.isfinite(results[1]["y"]))
+    for n in THREAD_COUNTS[1:]:
+        _assert_bitwise(results[1], results[n], f"{cell} {dtype} ragged={ragged} 1 vs {n} threads")
+    # and running again with the same thread count is reproducible
+    rf.set_num_threads(2)
+    _assert_bitwise(results[2], _everything(m, cell, x, hx, lengths, ry, rh, rc),
+                    f"{cell} {dtype} repeat at 2 threads")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_dropout_masks_independent_of_threads(cell, restore_threads):
+    rng = np.random.default_rng(5)
+    x, hx, ry, rh, rc = make_data(rng, cell, T, B, I, H, L, True, False, "float64")
+    lengths = ragged_lengths(rng, B, T)
+    outs = []
+    for n in (1, 2):
+        rf.set_num_threads(n)
+        m = rf_model(cell, I, H, L, dropout=0.4, bidirectional=True, dtype="float64", seed=8)
+        m.zero_grad()
+        y, _, tape = m.forward(x, hx=hx, lengths=lengths, train=True)
+        dx, _ = m.backward(tape, ry, (rh, rc) if is_lstm(cell) else rh)
+        outs.append((np.array(y), np.array(dx), np.array(m.grads, copy=True)))
+    for a, b, what in zip(outs[0], outs[1], ("y", "dx", "grads")):
+        assert np.array_equal(a, b), f"{cell} dropout {what} differs between 1 and 2 threads"
+
+
+def test_num_threads_api(restore_threads):
+    before = restore_threads
+    assert isinstance(before, int) and before >= 1
+    for n in (1, 2, 1):
+        rf.set_num_threads(n)
+        got = rf.get_num_threads()
+        assert isinstance(got, int)
+        assert got == n
+    with pytest.raises(ValueError):
+        rf.set_num_threads(0)
+    assert rf.get_num_threads() == 1, "a rejected call must not change the setting"
+    for bad in (1.5, "2", None):
+        with pytest.raises((ValueError, TypeError)):
+            rf.set_num_threads(bad)
+    assert rf.get_num_threads() == 1
+    # -1 ("all cores") may be accepted; if so the result is a positive count
+    try:
+        rf.set_num_threads(-1)
+    except ValueError:
+        pass
+    else:
+        assert rf.get_num_threads() >= 1
+
+
+def test_build_info():
+    info = rf.build_info()
+    assert isinstance(info, dict)
+    assert len(info) > 0
+
+
+def test_models_share_thread_setting(restore_threads):
+    """The thread count is global: a model built earlier follows later calls
+    and its results stay bit-identical."""
+    rng = np.random.default_rng(1)
+    m = rf_model("lstm", I, H, 1, dtype="float32", seed=1)
+    x = rng.standard_normal((T, B, I)).astype(NP_DTYPES["float32"])
+    rf.set_num_threads(1)
+    y1, _ = m(x)
+    rf.set_num_threads(2)
+    assert rf.get_num_threads() == 2
+    y2, _ = m(x)
+    assert np.array_equal(y1, y2)
