@@ -8,10 +8,12 @@ import warnings as _warnings
 
 from . import _core
 from ._rnn import GRU, LSTM, RNN, Tape
-from ._threads import build_info, get_num_threads, set_num_threads
+from ._threads import build_info, default_num_threads, get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 __all__ = ["RNN", "LSTM", "GRU", "Tape", "set_num_threads", "get_num_threads", "build_info"]
+
+set_num_threads(default_num_threads())
 
 _isa = _os.environ.get("RNNFAST_ISA")
 if _isa and not _core.core_select_isa(_isa):

@@ -12,10 +12,20 @@ def _available_cpus():
         return os.cpu_count() or 1
 
 
+def default_num_threads():
+    """``OMP_NUM_THREADS`` (its first value) if set to a positive integer, else every CPU this
+    process may run on (its affinity mask, which container CPU sets restrict)."""
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return _available_cpus()
+
+
 def set_num_threads(n):
     """Use ``n`` threads in every compute call (``-1``: every CPU this process may run on).
 
-    The default is OpenMP's (``OMP_NUM_THREADS`` if set, else all cores). Results are bitwise
+    The default is :func:`default_num_threads`, fixed at import so that other libraries that
+    change OpenMP's global setting (PyTorch does on import) do not change ours. Results are bitwise
     identical for any thread count.
     """
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):

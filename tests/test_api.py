@@ -723,6 +723,15 @@ def test_forward_matches_call(cell, dtype):
             np.testing.assert_allclose(c, ref[2], rtol=1e-6, atol=1e-7)
 
 
+def test_forward_defaults_to_training(cell):
+    m = build(cell, 3, 4, seed=0)
+    x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype(np.float32)
+    y, st, tape = m.forward(x)
+    assert tape is not None
+    dx, _ = m.backward(tape, np.ones_like(y))
+    assert dx.shape == x.shape and np.abs(dx).max() > 0
+
+
 def test_dropout_only_in_training(cell):
     T, B, I, H = 5, 3, 4, 6
     m = build(cell, I, H, num_layers=2, dropout=0.5, dtype="float64", seed=71)

@@ -486,3 +486,68 @@ def test_rel_err_helper():
     assert rel_err(np.array([np.nan]), np.array([1.0])) == float("inf")
     with pytest.raises(AssertionError):
         rel_err(np.zeros(3), np.zeros((3, 1)))
+
+
+# --------------------------------------------------------------------------
+# memory layout of the arguments
+# --------------------------------------------------------------------------
+def _strided(a):
+    """Same values as `a`, but a non-contiguous view (every other element of
+    a twice-as-large buffer along the last axis)."""
+    buf = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype)
+    buf[..., ::2] = a
+    v = buf[..., ::2]
+    assert not v.flags.c_contiguous
+    return v
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_noncontiguous_inputs_and_no_mutation(cell, dtype):
+    seed = 61 + CELLS.index(cell)
+    rng = np.random.default_rng(seed)
+    T, B, I, H, L, bd, bf = 6, 5, 3, 7, 2, True, True
+    m, tm = make_pair(cell, I, H, L, True, bf, bd, dtype, seed=seed)
+    x, hx, ry, rh, rc = make_data(rng, cell, T, B, I, H, L, bd, bf, dtype)
+    lengths = ragged_lengths(rng, B, T)
+    ref = torch_run(tm, cell, x, hx, lengths, ry, rh, rc, bf)
+
+    # non-contiguous views (and a Fortran-ordered dy) of the same values
+    xs = _strided(x)
+    hxs = (_strided(hx[0]), np.asfortranarray(hx[1])) if is_lstm(cell) else _strided(hx)
+    rys = np.asfortranarray(ry)
+    rhs = _strided(rh)
+    rcs = _strided(rc) if is_lstm(cell) else None
+    lens = np.stack([lengths, lengths])[0, :]  # a view, values unchanged
+    snapshot = [np.array(a, copy=True) for a in
+                (xs, *(hxs if is_lstm(cell) else (hxs,)), rys, rhs, lens)]
+
+    got = rf_run(m, cell, xs, hxs, lens, rys, rhs, rcs)
+    assert_all_close(got, ref, PARITY_TOL[dtype], f"{cell} {dtype} non-contiguous args")
+    after = [xs, *(hxs if is_lstm(cell) else (hxs,)), rys, rhs, lens]
+    for before, now in zip(snapshot, after):
+        assert np.array_equal(before, now), "rnnfast modified a caller's array"
+    if is_lstm(cell):
+        assert np.array_equal(rcs, rc)
+
+
+# --------------------------------------------------------------------------
+# shapes past typical GEMM blocking sizes (depth > 256, gate rows > 512,
+# T*B > 96): a blocked kernel must still add up the same numbers
+# --------------------------------------------------------------------------
+LARGE_HIDDEN = {"rnn_tanh": 530, "rnn_relu": 530, "lstm": 131, "gru": 175}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_parity_large_shapes(cell, dtype):
+    seed = 500 + CELLS.index(cell)
+    rng = np.random.default_rng(seed)
+    T, B, I, L, bd, bf = 20, 6, 300, 2, True, False
+    H = LARGE_HIDDEN[cell]
+    m, tm = make_pair(cell, I, H, L, True, bf, bd, dtype, seed=seed)
+    x, hx, ry, rh, rc = make_data(rng, cell, T, B, I, H, L, bd, bf, dtype)
+    lengths = ragged_lengths(rng, B, T)
+    ref = torch_run(tm, cell, x, hx, lengths, ry, rh, rc, bf)
+    got = rf_run(m, cell, x, hx, lengths, ry, rh, rc)
+    assert_all_close(got, ref, PARITY_TOL[dtype], f"{cell} {dtype} large H={H} I={I}")

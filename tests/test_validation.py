@@ -53,12 +53,12 @@ def make_hx(cell, shape, rng, dtype=np.float32):
 
 def num(v):
     """Regex for the number v standing alone (not part of a longer number)."""
-    return r"(?<![\d.])" + re.escape(str(v)) + r"(?!\.?\d)"
+    return r"(?<!\d)(?<!\d\.)" + re.escape(str(v)) + r"(?!\.?\d)"
 
 
 def shape(*dims):
     """Regex for a shape written with any short separators: (4, 3, 6), 4x3x6, [4,3,6]."""
-    return r"(?<![\d.])" + r"\D{1,4}".join(str(d) for d in dims) + r"(?!\.?\d)"
+    return r"(?<!\d)(?<!\d\.)" + r"\D{1,4}".join(str(d) for d in dims) + r"(?!\.?\d)"
 
 
 def either(*pats):
@@ -669,6 +669,22 @@ def test_float32_input_into_float64_model(cell):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("h_dtype", [np.float64, np.float16])
+def test_other_float_hidden_state_into_float32_model(cell, h_dtype):
+    """np.zeros / np.random give float64 by default: such a hidden state must be accepted."""
+    m = build(cell, I, H, num_layers=L, seed=9, dtype="float32")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    hx = make_hx(cell, (L, B, H), rng, dtype=h_dtype)
+    hx32 = tuple(a.astype(np.float32) for a in hx) if cell == "lstm" else hx.astype(np.float32)
+    got = call(m, cell, x, hx=hx)
+    ref = call(m, cell, x, hx=hx32)
+    for a, b in zip(got, ref):
+        if b is not None:
+            assert a.dtype == np.float32
+            assert_same(a, b)
+
+
 def test_python_list_input_works_or_type_error(cell):
     m = build(cell, I, H, seed=9)
     x = np.random.default_rng(1).standard_normal((T, B, I)).astype(np.float32)
@@ -719,6 +735,25 @@ def test_backward_with_train_tape_works(cell, trained):
             assert g.shape == (2 * BL, BB, BH) and g.dtype == np.float32
     else:
         assert dhx.shape == (2 * BL, BB, BH) and dhx.dtype == np.float32
+
+
+def test_backward_accepts_float64_and_noncontiguous_dy(cell, trained):
+    m, x, hx, y, st, tape = trained
+    rng = np.random.default_rng(14)
+    dy = rng.standard_normal(y.shape)                       # float64 into a float32 model
+    m.zero_grad()
+    dx_ref, _ = m.backward(tape, dy.astype(np.float32))
+    g_ref = m.grads.copy()
+    m.zero_grad()
+    dx64, _ = m.backward(tape, dy)
+    assert dx64.dtype == np.float32
+    assert_same(dx64, dx_ref)
+    assert_same(m.grads, g_ref)
+    dy_t = np.asfortranarray(dy.astype(np.float32))         # Fortran-ordered
+    m.zero_grad()
+    dx_f, _ = m.backward(tape, dy_t)
+    assert_same(dx_f, dx_ref)
+    assert_same(m.grads, g_ref)
 
 
 def test_backward_none_cotangents_accepted(cell, trained):
