@@ -111,6 +111,13 @@ class _RNNBase:
         """Record that the parameter buffer was written, so packed weights get rebuilt."""
         self._version += 1
 
+    def _param_buffer(self):
+        """The writable flat parameter buffer, for in-package writers (optimizers, initialisers).
+
+        Whoever writes into it must call :meth:`_mark_params_changed` afterwards.
+        """
+        return self._params
+
     def named_parameters(self):
         """Yield ``(name, array)``: read-only views into :attr:`params`, with PyTorch's names."""
         for name, _, _ in self._layout:
