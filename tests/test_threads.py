@@ -73,6 +73,23 @@ def test_bitwise_identical_across_thread_counts(cell, dtype, ragged, restore_thr
                     f"{cell} {dtype} repeat at 2 threads")
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cell,hidden", [("lstm", 131), ("gru", 175), ("rnn_tanh", 530)])
+def test_bitwise_identical_large_shapes(cell, hidden, dtype, restore_threads):
+    """Sizes past GEMM blocking (depth > 256, gate rows > 512, T*B > 96)."""
+    Tn, Bn, In, Ln = 20, 6, 300, 2
+    rng = np.random.default_rng(17)
+    m = rf_model(cell, In, hidden, Ln, bidirectional=True, dtype=dtype, seed=17)
+    x, hx, ry, rh, rc = make_data(rng, cell, Tn, Bn, In, hidden, Ln, True, False, dtype)
+    lengths = ragged_lengths(rng, Bn, Tn)
+    results = {}
+    for n in THREAD_COUNTS:
+        rf.set_num_threads(n)
+        results[n] = _everything(m, cell, x, hx, lengths, ry, rh, rc)
+    for n in THREAD_COUNTS[1:]:
+        _assert_bitwise(results[1], results[n], f"{cell} {dtype} large, 1 vs {n} threads")
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_dropout_masks_independent_of_threads(cell, restore_threads):
     rng = np.random.default_rng(5)
@@ -132,3 +149,27 @@ def test_models_share_thread_setting(restore_threads):
     assert rf.get_num_threads() == 2
     y2, _ = m(x)
     assert np.array_equal(y1, y2)
+
+
+def test_floating_point_environment_untouched(restore_threads):
+    """Whatever the kernels do with denormal modes inside a call, the calling
+    thread must get its floating-point environment back (numpy keeps
+    producing float32 and float64 subnormals)."""
+    def subnormals_work():
+        a = np.array([1e-38], dtype=np.float32) * np.float32(1e-3)
+        b = np.array([1e-300]) * 1e-10
+        return a[0] != 0 and b[0] != 0
+
+    assert subnormals_work()
+    rng = np.random.default_rng(2)
+    for dtype in ("float32", "float64"):
+        for n in (1, 2):
+            rf.set_num_threads(n)
+            for cell in CELLS:
+                m = rf_model(cell, 4, 6, 2, bidirectional=True, dtype=dtype, seed=2)
+                x = rng.standard_normal((5, 3, 4)).astype(NP_DTYPES[dtype])
+                m(x)
+                assert subnormals_work(), f"{cell} {dtype} inference left FTZ/DAZ on"
+                y, _, tape = m.forward(x, train=True)
+                m.backward(tape, np.ones_like(y), None)
+                assert subnormals_work(), f"{cell} {dtype} training left FTZ/DAZ on"

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-import rnnfast as rf
 from conftest import (
     CELLS, NP_DTYPES, PARITY_TOL, assert_all_close, assert_rel, is_lstm,
     make_data, make_pair, ragged_lengths, rel_err, rf_infer, rf_model, rf_run,
@@ -551,3 +550,28 @@ def test_parity_large_shapes(cell, dtype):
     ref = torch_run(tm, cell, x, hx, lengths, ry, rh, rc, bf)
     got = rf_run(m, cell, x, hx, lengths, ry, rh, rc)
     assert_all_close(got, ref, PARITY_TOL[dtype], f"{cell} {dtype} large H={H} I={I}")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_state_dict_arrays_do_not_alias_the_model(cell):
+    """Mutating the dict given to load_state_dict, or the dict returned by
+    state_dict (when writeable), must not change the model behind its back."""
+    rng = np.random.default_rng(8)
+    m = rf_model(cell, 3, 5, 2, bidirectional=True, dtype="float64", seed=8)
+    x = rng.standard_normal((4, 2, 3))
+    src = {k: rng.uniform(-0.4, 0.4, v.shape) for k, v in m.state_dict().items()}
+    m.load_state_dict(src)
+    keep = {k: v.copy() for k, v in src.items()}
+    y_before, _ = m(x)
+    for v in src.values():
+        v[...] = 7.0
+    out = m.state_dict()
+    for k in keep:
+        assert np.array_equal(out[k], keep[k]), f"{k} follows the caller's array"
+    for v in out.values():
+        if v.flags.writeable:
+            v[...] = -3.0
+    for k, v in m.state_dict().items():
+        assert np.array_equal(v, keep[k]), f"{k} changed through state_dict()'s array"
+    y_after, _ = m(x)
+    assert np.array_equal(y_before, y_after)
