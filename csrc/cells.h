@@ -14,12 +14,10 @@
 #include <cmath>
 #include <cstddef>
 
+#include "activations.h"
+
 namespace rnnfast {
 
-template <class T>
-inline T sigmoid(T x) {
-  return T(1) / (T(1) + std::exp(-x));
-}
 
 // Elman RNN, h_t = act(gx + gh + b_hh). Stores nothing: act' is recovered from h_t.
 template <class T, bool Relu>
@@ -29,7 +27,7 @@ struct RnnCell {
   static inline void fwd(const T* gx, const T* gh, std::ptrdiff_t, const T* bh, std::ptrdiff_t,
                          T, T, T* h, T*, T*) {
     const T a = gx[0] + gh[0] + bh[0];
-    *h = Relu ? (a > T(0) ? a : (a != a ? a : T(0))) : std::tanh(a);
+    *h = Relu ? (a > T(0) ? a : (a != a ? a : T(0))) : Act<T>::tanh(a);
   }
   // h_t = act(a): da = dh * act'(a), with act'(a) = 1 - h_t^2 (tanh) or [h_t > 0] (relu).
   static inline void bwd(T dh, T, const T*, std::ptrdiff_t, T hnew, T, T, T*, T* dgx, T* dgh,
@@ -48,13 +46,13 @@ struct LstmCell {
   static constexpr bool kHasC = true;
   static inline void fwd(const T* gx, const T* gh, std::ptrdiff_t ts, const T* bh,
                          std::ptrdiff_t gs, T, T cprev, T* h, T* c, T* st) {
-    const T i = sigmoid(gx[0] + gh[0] + bh[0]);
-    const T f = sigmoid(gx[gs] + gh[ts] + bh[gs]);
-    const T g = std::tanh(gx[2 * gs] + gh[2 * ts] + bh[2 * gs]);
-    const T o = sigmoid(gx[3 * gs] + gh[3 * ts] + bh[3 * gs]);
+    const T i = Act<T>::sigmoid(gx[0] + gh[0] + bh[0]);
+    const T f = Act<T>::sigmoid(gx[gs] + gh[ts] + bh[gs]);
+    const T g = Act<T>::tanh(gx[2 * gs] + gh[2 * ts] + bh[2 * gs]);
+    const T o = Act<T>::sigmoid(gx[3 * gs] + gh[3 * ts] + bh[3 * gs]);
     const T cn = f * cprev + i * g;
     *c = cn;
-    *h = o * std::tanh(cn);
+    *h = o * Act<T>::tanh(cn);
     if (st) {
       st[0] = i;
       st[gs] = f;
@@ -66,7 +64,7 @@ struct LstmCell {
   static inline void bwd(T dh, T, const T* st, std::ptrdiff_t gs, T, T cprev, T cnew, T* dc,
                          T* dgx, T* dgh, std::ptrdiff_t, T* dh_direct) {
     const T i = st[0], f = st[gs], g = st[2 * gs], o = st[3 * gs];
-    const T tc = std::tanh(cnew);
+    const T tc = Act<T>::tanh(cnew);
     const T dct = *dc + dh * o * (T(1) - tc * tc);  // through h_t = o tanh(c_t)
     const T di = dct * g, df = dct * cprev, dg = dct * i, d_o = dh * tc;
     *dc = dct * f;  // c_t = f c_{t-1} + ...
@@ -88,10 +86,10 @@ struct GruCell {
   static constexpr bool kHasC = false;
   static inline void fwd(const T* gx, const T* gh, std::ptrdiff_t ts, const T* bh,
                          std::ptrdiff_t gs, T hprev, T, T* h, T*, T* st) {
-    const T r = sigmoid(gx[0] + gh[0] + bh[0]);
-    const T z = sigmoid(gx[gs] + gh[ts] + bh[gs]);
+    const T r = Act<T>::sigmoid(gx[0] + gh[0] + bh[0]);
+    const T z = Act<T>::sigmoid(gx[gs] + gh[ts] + bh[gs]);
     const T hn = gh[2 * ts] + bh[2 * gs];
-    const T n = std::tanh(gx[2 * gs] + r * hn);
+    const T n = Act<T>::tanh(gx[2 * gs] + r * hn);
     *h = (T(1) - z) * n + z * hprev;
     if (st) {
       st[0] = r;

@@ -59,11 +59,9 @@ constexpr idx kNC = 512;
 // C[M x N] (=|+=) A[M x K] * B[K x N], B packed (packed_b_size(K, N, nr)); a(i,k) = a[i*rsa+k*csa].
 // The (MC x NC) tiles of C are dealt to threads; within a tile the k loop runs in fixed KC chunks.
 template <class T>
-void gemm_mt(int tid, int nth, idx M, idx N, idx K, const T* a, idx rsa, idx csa, const T* bp,
-             T* c, idx ldc, bool accumulate) {
-  const KernelSet& ks = active_kernels();
-  const UKernel<T> kern = KernelFor<T>::fn(ks);
-  const int mr = KernelFor<T>::mr(ks), nr = KernelFor<T>::nr(ks);
+void gemm_mt(const Kern<T>& kern, int tid, int nth, idx M, idx N, idx K, const T* a, idx rsa,
+             idx csa, const T* bp, T* c, idx ldc, bool accumulate) {
+  const int mr = kern.mr, nr = kern.nr;
   const idx mc = round_up(kMC, mr), nc = round_up(kNC, nr);
   const idx mt = ceil_div(M, mc), nt = ceil_div(N, nc);
   idx t0, t1;
@@ -79,7 +77,7 @@ void gemm_mt(int tid, int nth, idx M, idx N, idx K, const T* a, idx rsa, idx csa
         const int n = (int)std::min<idx>(nr, je - j);
         for (idx i = ib; i < ie; i += mr) {
           const int m = (int)std::min<idx>(mr, ie - i);
-          kern(kc, a + i * rsa + pc * csa, rsa, csa, bpanel, c + i * ldc + j, ldc, m, n, acc);
+          kern.fn(kc, a + i * rsa + pc * csa, rsa, csa, bpanel, c + i * ldc + j, ldc, m, n, acc);
         }
       }
     }

@@ -67,4 +67,16 @@ struct Geometry {
   idx ws_total() const { return L * D * ws_block() + (L - 1) * T * B * DH; }
 };
 
+// Threads worth using for one (layer, direction) sequence. Every thread needs at least one block
+// of hidden units, and enough recurrent work per step to pay for the barrier that publishes h_t:
+// a tiny model on 2 threads spends its time waiting at barriers (and stalls badly when the machine
+// is oversubscribed). Results do not depend on this choice.
+inline constexpr double kMinStepFlopsPerThread = 2e5;
+
+inline int threads_for(const Geometry& g, int requested) {
+  const double step_flops = 2.0 * (double)g.B * (double)g.GH * (double)g.H;
+  const idx by_work = std::max<idx>(1, (idx)(step_flops / kMinStepFlopsPerThread));
+  return (int)std::max<idx>(1, std::min<idx>({(idx)requested, g.unit_blocks(), by_work}));
+}
+
 }  // namespace rnnfast

@@ -73,6 +73,9 @@ void backward(const Desc& d, const ForwardArgs& f, const BackwardArgs& b);
 // Threads: every parallel region uses this many threads. Results do not depend on it.
 void set_num_threads(int n);
 int get_num_threads();
+// Threads a forward/backward call with this descriptor actually uses: at most get_num_threads(),
+// fewer when the per-step work is too small to pay for a barrier per step.
+int threads_for_call(const Desc& d);
 bool has_openmp();
 
 // Instruction-set path of the GEMM micro-kernels: "avx512", "avx2" or "generic".

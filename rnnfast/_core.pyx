@@ -54,6 +54,7 @@ cdef extern from "rnnfast.h" namespace "rnnfast":
     void backward(const Desc&, const ForwardArgs&, const BackwardArgs&) nogil except +
     void set_num_threads(int) except +
     int get_num_threads()
+    int threads_for_call(const Desc&) except +
     bint has_openmp()
     const char* isa_name()
     bint select_isa(const char*)
@@ -139,6 +140,10 @@ def core_set_num_threads(int n):
 
 def core_get_num_threads():
     return get_num_threads()
+
+
+def core_threads_for_call(tuple desc):
+    return threads_for_call(_desc(desc))
 
 
 def core_has_openmp():

@@ -21,10 +21,10 @@ bool cpu_supports(const char* name) {
 
 bool kernels_by_name(const char* name, KernelSet* out) {
 #if defined(RNNFAST_HAVE_X86_KERNELS)
-  if (std::strcmp(name, "avx512") == 0) { *out = kernels_avx512(); return true; }
-  if (std::strcmp(name, "avx2") == 0) { *out = kernels_avx2(); return true; }
+  if (std::strcmp(name, "avx512") == 0) { *out = avx512::engine(); return true; }
+  if (std::strcmp(name, "avx2") == 0) { *out = avx2::engine(); return true; }
 #endif
-  if (std::strcmp(name, "generic") == 0) { *out = kernels_generic(); return true; }
+  if (std::strcmp(name, "generic") == 0) { *out = generic::engine(); return true; }
   return false;
 }
 
@@ -34,7 +34,7 @@ KernelSet choose() {
   if (forced && *forced && cpu_supports(forced) && kernels_by_name(forced, &k)) return k;
   for (const char* name : {"avx512", "avx2"})
     if (cpu_supports(name) && kernels_by_name(name, &k)) return k;
-  return kernels_generic();
+  return generic::engine();
 }
 
 KernelSet& current() {

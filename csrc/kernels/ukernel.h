@@ -16,31 +16,39 @@ template <class T>
 using UKernel = void (*)(int kc, const T* a, std::ptrdiff_t rsa, std::ptrdiff_t csa, const T* bp,
                          T* c, std::ptrdiff_t ldc, int m, int n, int accumulate);
 
+// A micro-kernel with its tile shape.
+template <class T>
+struct Kern {
+  UKernel<T> fn;
+  int mr, nr;
+};
+
+struct Desc;
+struct ForwardArgs;
+struct BackwardArgs;
+
+// Everything that is compiled once per instruction set: the micro-kernels and the engine entry
+// points built over them (kernels/driver_impl.h).
 struct KernelSet {
   const char* name;
   int mr_f, nr_f;  // float tile
   int mr_d, nr_d;  // double tile
   UKernel<float> kf;
   UKernel<double> kd;
+  void (*forward)(const Desc&, const ForwardArgs&);
+  void (*backward)(const Desc&, const ForwardArgs&, const BackwardArgs&);
+  void (*pack)(const Desc&, const void*, void*);
 };
 
-KernelSet kernels_generic();
-KernelSet kernels_avx2();
-KernelSet kernels_avx512();
+namespace generic { KernelSet engine(); }
+namespace avx2 { KernelSet engine(); }
+namespace avx512 { KernelSet engine(); }
 
 // The active set (chosen once from the CPU, or RNNFAST_ISA).
 const KernelSet& active_kernels();
 
-template <class T> struct KernelFor;
-template <> struct KernelFor<float> {
-  static UKernel<float> fn(const KernelSet& k) { return k.kf; }
-  static int mr(const KernelSet& k) { return k.mr_f; }
-  static int nr(const KernelSet& k) { return k.nr_f; }
-};
-template <> struct KernelFor<double> {
-  static UKernel<double> fn(const KernelSet& k) { return k.kd; }
-  static int mr(const KernelSet& k) { return k.mr_d; }
-  static int nr(const KernelSet& k) { return k.nr_d; }
-};
+template <class T> Kern<T> kern_of(const KernelSet& k);
+template <> inline Kern<float> kern_of<float>(const KernelSet& k) { return {k.kf, k.mr_f, k.nr_f}; }
+template <> inline Kern<double> kern_of<double>(const KernelSet& k) { return {k.kd, k.mr_d, k.nr_d}; }
 
 }  // namespace rnnfast

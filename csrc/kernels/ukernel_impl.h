@@ -7,8 +7,8 @@
 
 #include "ukernel.h"
 
-#ifndef RF_VBYTES
-#error "define RF_VBYTES (vector width in bytes) before including ukernel_impl.h"
+#if !defined(RF_VBYTES) || !defined(RF_MR_F) || !defined(RF_MR_D) || !defined(RF_NV)
+#error "define RF_VBYTES, RF_MR_F, RF_MR_D and RF_NV before including ukernel_impl.h"
 #endif
 
 namespace {
@@ -30,36 +30,56 @@ inline void store(void* p, V v) {
   std::memcpy(p, &v, sizeof(V));
 }
 
-// MR x (NV vectors) tile, fully in registers.
+// MR x (NV vectors) tile, fully in registers. A tile with few rows has too few independent
+// accumulators to hide the FMA latency (one row of 2 vectors is 2 dependency chains), so such
+// tiles keep KS interleaved partial sums over k (k mod KS) and add them in a fixed order at the end.
+// The order depends only on MR, which depends only on the batch size, never on threads.
 template <class T, int MR, int NV>
 void tile_fixed(int kc, const T* a, std::ptrdiff_t rsa, std::ptrdiff_t csa, const T* bp, T* c,
                 std::ptrdiff_t ldc, int n, int accumulate) {
   typedef typename Vec<T>::type V;
   constexpr int L = Vec<T>::lanes;
   constexpr int NR = NV * L;
-  V acc[MR][NV];
-  for (int i = 0; i < MR; ++i)
-    for (int v = 0; v < NV; ++v) acc[i][v] = V{} ;
-  for (int k = 0; k < kc; ++k) {
+  constexpr int KS = MR * NV >= 8 ? 1 : 8 / (MR * NV);
+  V acc[KS][MR][NV];
+  for (int s = 0; s < KS; ++s)
+    for (int i = 0; i < MR; ++i)
+      for (int v = 0; v < NV; ++v) acc[s][i][v] = V{};
+  int k = 0;
+  for (; k + KS <= kc; k += KS) {
+    for (int s = 0; s < KS; ++s) {
+      V b[NV];
+      for (int v = 0; v < NV; ++v) b[v] = load<V>(bp + (std::ptrdiff_t)(k + s) * NR + v * L);
+      const T* ak = a + (std::ptrdiff_t)(k + s) * csa;
+      for (int i = 0; i < MR; ++i) {
+        const T ai = ak[i * rsa];
+        for (int v = 0; v < NV; ++v) acc[s][i][v] += ai * b[v];
+      }
+    }
+  }
+  for (; k < kc; ++k) {  // tail: into the first set
     V b[NV];
     for (int v = 0; v < NV; ++v) b[v] = load<V>(bp + (std::ptrdiff_t)k * NR + v * L);
     const T* ak = a + (std::ptrdiff_t)k * csa;
     for (int i = 0; i < MR; ++i) {
       const T ai = ak[i * rsa];
-      for (int v = 0; v < NV; ++v) acc[i][v] += ai * b[v];
+      for (int v = 0; v < NV; ++v) acc[0][i][v] += ai * b[v];
     }
   }
+  for (int s = 1; s < KS; ++s)
+    for (int i = 0; i < MR; ++i)
+      for (int v = 0; v < NV; ++v) acc[0][i][v] += acc[s][i][v];
   for (int i = 0; i < MR; ++i) {
     T* ci = c + i * ldc;
     if (n == NR) {
       for (int v = 0; v < NV; ++v) {
-        V r = acc[i][v];
+        V r = acc[0][i][v];
         if (accumulate) r += load<V>(ci + v * L);
         store<V>(ci + v * L, r);
       }
     } else {
       T tmp[NR];
-      for (int v = 0; v < NV; ++v) store<V>(tmp + v * L, acc[i][v]);
+      for (int v = 0; v < NV; ++v) store<V>(tmp + v * L, acc[0][i][v]);
       if (accumulate)
         for (int j = 0; j < n; ++j) ci[j] += tmp[j];
       else
@@ -81,17 +101,9 @@ void ukernel(int kc, const T* a, std::ptrdiff_t rsa, std::ptrdiff_t csa, const T
   tile_fixed<T, MR, NV>(kc, a, rsa, csa, bp, c, ldc, n, accumulate);
 }
 
-template <int MRF, int MRD, int NV>
-rnnfast::KernelSet make_kernel_set(const char* name) {
-  rnnfast::KernelSet k;
-  k.name = name;
-  k.mr_f = MRF;
-  k.nr_f = NV * Vec<float>::lanes;
-  k.mr_d = MRD;
-  k.nr_d = NV * Vec<double>::lanes;
-  k.kf = &ukernel<float, MRF, NV>;
-  k.kd = &ukernel<double, MRD, NV>;
-  return k;
-}
+// Tile shape of this instruction set: RF_MR_F / RF_MR_D rows, RF_NV vectors wide.
+template <class T> struct TileShape;
+template <> struct TileShape<float> { static constexpr int mr = RF_MR_F, nv = RF_NV; };
+template <> struct TileShape<double> { static constexpr int mr = RF_MR_D, nv = RF_NV; };
 
 }  // namespace

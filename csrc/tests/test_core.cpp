@@ -23,14 +23,15 @@ static int check(idx M, idx N, idx K, bool trans_a, bool accumulate) {
   const idx rsa = trans_a ? 1 : K, csa = trans_a ? M : 1;
   std::vector<T> ref = c0;
   gemm_ref<T>(M, N, K, a.data(), rsa, csa, b.data(), N, 1, ref.data(), N, accumulate);
-  const int nr = KernelFor<T>::nr(active_kernels());
+  const Kern<T> kern = kern_of<T>(active_kernels());
+  const int nr = kern.nr;
   std::vector<T> bp(packed_b_size(K, N, nr));
   std::vector<T> first;
   for (int nth = 1; nth <= 3; ++nth) {
     std::vector<T> c = c0;
     for (int tid = 0; tid < nth; ++tid) pack_b_rowmajor_mt<T>(tid, nth, K, N, b.data(), N, nr, bp.data());
     for (int tid = 0; tid < nth; ++tid)
-      gemm_mt<T>(tid, nth, M, N, K, a.data(), rsa, csa, bp.data(), c.data(), N, accumulate);
+      gemm_mt<T>(kern, tid, nth, M, N, K, a.data(), rsa, csa, bp.data(), c.data(), N, accumulate);
     double err = 0, scale = 1e-30;
     for (idx i = 0; i < M * N; ++i) {
       err = std::fmax(err, std::fabs((double)c[i] - (double)ref[i]));

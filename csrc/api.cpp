@@ -1,0 +1,95 @@
+// The public C++ API (rnnfast.h): descriptor checks, sizes, thread settings, and dispatch to the
+// engine of the active instruction set (kernels/dispatch.cpp).
+#include <stdexcept>
+#include <string>
+
+#include "geometry.h"
+#include "kernels/ukernel.h"
+#include "rnnfast.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace rnnfast {
+namespace {
+
+int g_num_threads = 0;  // 0: not set, use the OpenMP default
+
+int nr_for(const Desc& d) {
+  const KernelSet& k = active_kernels();
+  return d.dtype == kF64 ? k.nr_d : k.nr_f;
+}
+
+}  // namespace
+
+int num_gates(int32_t cell) {
+  switch (cell) {
+    case kRnnTanh:
+    case kRnnRelu: return 1;
+    case kLstm: return 4;
+    case kGru: return 3;
+  }
+  return 0;
+}
+
+void check_desc(const Desc& d) {
+  auto need = [](bool ok, const std::string& what) {
+    if (!ok) throw std::invalid_argument("rnnfast core: invalid descriptor: " + what);
+  };
+  need(num_gates(d.cell) > 0, "cell " + std::to_string(d.cell));
+  need(d.dtype == kF32 || d.dtype == kF64, "dtype " + std::to_string(d.dtype));
+  need(d.seq_len >= 1 && d.batch >= 1 && d.input_size >= 1 && d.hidden_size >= 1 &&
+           d.num_layers >= 1,
+       "sizes must be positive");
+  need(d.num_dirs == 1 || d.num_dirs == 2, "num_dirs " + std::to_string(d.num_dirs));
+}
+
+int threads_for_call(const Desc& d) {
+  check_desc(d);
+  return threads_for(Geometry(d, nr_for(d)), get_num_threads());
+}
+
+int64_t param_count(const Desc& d) { return Geometry(d, nr_for(d)).param_total(); }
+int64_t workspace_size(const Desc& d) { return Geometry(d, nr_for(d)).ws_total(); }
+int64_t packed_size(const Desc& d) { return Geometry(d, nr_for(d)).packed_total(); }
+
+void pack_weights(const Desc& d, const void* params, void* packed) {
+  check_desc(d);
+  active_kernels().pack(d, params, packed);
+}
+
+void forward(const Desc& d, const ForwardArgs& a) {
+  check_desc(d);
+  active_kernels().forward(d, a);
+}
+
+void backward(const Desc& d, const ForwardArgs& f, const BackwardArgs& b) {
+  check_desc(d);
+  if (!f.workspace) throw std::invalid_argument("rnnfast core: backward needs a training workspace");
+  active_kernels().backward(d, f, b);
+}
+
+void set_num_threads(int n) {
+  if (n < 1) throw std::invalid_argument("number of threads must be >= 1");
+  g_num_threads = n;
+}
+
+int get_num_threads() {
+  if (g_num_threads > 0) return g_num_threads;
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+bool has_openmp() {
+#ifdef _OPENMP
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace rnnfast

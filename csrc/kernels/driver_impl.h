@@ -1,0 +1,516 @@
+// The engine: walks layers x directions x time for inference, training forward and BPTT.
+// This file is compiled once per instruction set (kernels/isa_*.cpp set RF_VBYTES, RF_ISA and their
+// own -m flags), so the GEMM micro-kernel is inlined into the fused step and the gate math is
+// vectorised at that width. Everything here has internal linkage or lives in namespace RF_ISA.
+//
+// Per (layer, direction) there is one OpenMP parallel region. Inside it:
+//   forward:  Gx = X W_ih^T + b_ih for all steps (one GEMM), then per step each thread computes the
+//             recurrent GEMM tile h_{t-1} W_hh^T for its own block of hidden units (all gates) and
+//             immediately applies the cell's gate math to it; one barrier per step publishes h_t.
+//   backward: per step (phase A) each thread turns dL/dh_t of its units into pre-activation
+//             gradients dG_t, barrier, (phase B) computes dL/dh_{t-1} = dG_t W_hh for its units.
+//             After the loop dW_ih, dW_hh, biases and dX come from large GEMMs/reductions.
+// Every output element is produced by one thread in a fixed order, so results do not depend on
+// the number of threads.
+#pragma once
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "../cells.h"
+#include "../gemm.h"
+#include "../geometry.h"
+#include "../rnnfast.h"
+#include "ukernel_impl.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#define RF_BARRIER _Pragma("omp barrier")
+#else
+#define RF_BARRIER
+#endif
+
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+#define RF_HAVE_MXCSR 1
+#endif
+
+#ifndef RF_ISA
+#error "define RF_ISA (the namespace of this instruction-set build) before including driver_impl.h"
+#endif
+
+namespace rnnfast {
+namespace RF_ISA {
+namespace {
+
+// The micro-kernel of this TU, called directly (inlined) by the fused per-step loops.
+template <class T>
+inline void tile_gemm(int kc, const T* a, idx rsa, idx csa, const T* bp, T* c, idx ldc, int m,
+                      int n, int accumulate) {
+  ukernel<T, TileShape<T>::mr, TileShape<T>::nv>(kc, a, rsa, csa, bp, c, ldc, m, n, accumulate);
+}
+
+template <class T>
+Kern<T> kern_for() {
+  return Kern<T>{&ukernel<T, TileShape<T>::mr, TileShape<T>::nv>, TileShape<T>::mr,
+                 TileShape<T>::nv * Vec<T>::lanes};
+}
+
+
+int thread_id() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+int thread_count() {
+#ifdef _OPENMP
+  return omp_get_num_threads();
+#else
+  return 1;
+#endif
+}
+
+// Flush denormals to zero (float only) for the lifetime of a parallel region, per thread.
+template <class T>
+struct DenormalGuard {
+#ifdef RF_HAVE_MXCSR
+  unsigned saved = 0;
+  DenormalGuard() {
+    if (sizeof(T) == 4) {
+      saved = _mm_getcsr();
+      _mm_setcsr(saved | 0x8040u);  // FTZ | DAZ
+    }
+  }
+  ~DenormalGuard() {
+    if (sizeof(T) == 4) _mm_setcsr(saved);
+  }
+#endif
+};
+
+template <class T>
+struct LayerPtrs {
+  const T *wih, *whh, *bih, *bhh;              // parameters (biases point at zeros without bias)
+  const T *pk_wihT, *pk_whhT, *pk_whh, *pk_wih;  // packed operands
+  T *hs, *cs, *st;                             // training workspace (null for inference)
+};
+
+template <class T>
+LayerPtrs<T> layer_ptrs(const Geometry& g, idx l, idx d, const T* params, const T* packed,
+                        T* ws, const T* zeros) {
+  LayerPtrs<T> p;
+  const T* base = params + g.param_off(l, d);
+  const idx in = g.in_size(l);
+  p.wih = base;
+  p.whh = base + g.GH * in;
+  p.bih = g.bias ? p.whh + g.GH * g.H : zeros;
+  p.bhh = g.bias ? p.bih + g.GH : zeros;
+  const T* pk = packed + g.packed_off(l, d);
+  p.pk_wihT = pk;
+  p.pk_whhT = p.pk_wihT + g.pk_wihT(l);
+  p.pk_whh = p.pk_whhT + g.pk_whhT();
+  p.pk_wih = p.pk_whh + g.pk_whh();
+  p.hs = ws ? ws + g.ws_hs(l, d) : nullptr;
+  p.cs = ws && g.lstm ? ws + g.ws_cs(l, d) : nullptr;
+  p.st = ws && g.S ? ws + g.ws_st(l, d) : nullptr;
+  return p;
+}
+
+inline bool row_active(const int64_t* len, idx b, idx t) { return !len || t < len[b]; }
+
+// ---------------------------------------------------------------------------------------------
+// Forward over one (layer, direction); called by every thread of the region.
+//   xin (T, B, In)  ->  yout columns [d*H, d*H+H) of (T, B, D*H);  h0/c0, hn/cn (B, H) or null.
+//   gx (T, B, GH) scratch; hbuf/cbuf (2, B, H) ping-pong states for inference.
+template <class T, class Cell>
+void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, const T* xin,
+                       T* yout, const T* h0, const T* c0, T* hn, T* cn, const int64_t* len,
+                       T* gx, T* hbuf, T* cbuf, int tid, int nth) {
+  const Kern<T> kern = kern_for<T>();
+  const int mr = kern.mr, nr = g.nr;
+  const idx T_ = g.T, B = g.B, H = g.H, GH = g.GH, DH = g.DH, S = g.S, in = g.in_size(l);
+  constexpr int G = Cell::G;
+  const bool rev = d == 1, train = P.hs != nullptr;
+
+  // Input projection for all steps: gx = b_ih, then gx += xin W_ih^T.
+  {
+    idx r0, r1;
+    split(T_ * B, tid, nth, &r0, &r1);
+    for (idx r = r0; r < r1; ++r) std::memcpy(gx + r * GH, P.bih, sizeof(T) * GH);
+  }
+  RF_BARRIER
+  gemm_mt<T>(kern, tid, nth, T_ * B, GH, in, xin, in, 1, P.pk_wihT, gx, GH, true);
+
+  // This thread's hidden units: blocks [u0, u1) of nr units, i.e. units [j0, j1).
+  idx u0, u1;
+  split(g.unit_blocks(), tid, nth, &u0, &u1);
+  const idx j0 = std::min(H, u0 * nr), j1 = std::min(H, u1 * nr);
+
+  T* hinit = train ? P.hs + (rev ? T_ : 0) * B * H : hbuf;
+  T* cinit = Cell::kHasC ? (train ? P.cs + (rev ? T_ : 0) * B * H : cbuf) : nullptr;
+  for (idx b = 0; b < B; ++b)
+    for (idx j = j0; j < j1; ++j) {
+      hinit[b * H + j] = h0 ? h0[b * H + j] : T(0);
+      if (cinit) cinit[b * H + j] = c0 ? c0[b * H + j] : T(0);
+    }
+  RF_BARRIER
+
+  alignas(64) T tile[8 * 4 * 64];  // mr x (G*nr) recurrent pre-activations of one tile
+  T dummy_c = 0;
+  for (idx s = 0; s < T_; ++s) {
+    const idx t = rev ? T_ - 1 - s : s;
+    const T* hprev = train ? P.hs + (rev ? t + 1 : t) * B * H : hbuf + (s & 1) * B * H;
+    T* hnew = train ? P.hs + (rev ? t : t + 1) * B * H : hbuf + ((s + 1) & 1) * B * H;
+    const T* cprev = nullptr;
+    T* cnew = nullptr;
+    if (Cell::kHasC) {
+      cprev = train ? P.cs + (rev ? t + 1 : t) * B * H : cbuf + (s & 1) * B * H;
+      cnew = train ? P.cs + (rev ? t : t + 1) * B * H : cbuf + ((s + 1) & 1) * B * H;
+    }
+    T* st = P.st ? P.st + t * B * S * H : nullptr;
+    const T* gxt = gx + t * B * GH;
+    T* yt = yout + t * B * DH + d * H;
+    for (idx u = u0; u < u1; ++u) {
+      const idx ju0 = u * nr, ju1 = std::min(H, ju0 + nr);
+      for (idx i0 = 0; i0 < B; i0 += mr) {
+        const int m = (int)std::min<idx>(mr, B - i0);
+        for (int gg = 0; gg < G; ++gg)
+          tile_gemm<T>((int)H, hprev + i0 * H, H, 1, P.pk_whhT + (u * G + gg) * H * nr, tile + gg * nr,
+               G * nr, m, nr, 0);
+        for (int ii = 0; ii < m; ++ii) {
+          const idx b = i0 + ii;
+          const idx hb = b * H;
+          if (row_active(len, b, t)) {
+#pragma GCC ivdep
+            for (idx j = ju0; j < ju1; ++j) {
+              Cell::fwd(gxt + b * GH + j, tile + ii * G * nr + (j - ju0), nr, P.bhh + j, H,
+                        hprev[hb + j], cprev ? cprev[hb + j] : T(0), hnew + hb + j,
+                        cnew ? cnew + hb + j : &dummy_c, st ? st + b * S * H + j : nullptr);
+              yt[b * DH + j] = hnew[hb + j];
+            }
+          } else {  // past this row's length: state carried, output zero
+            for (idx j = ju0; j < ju1; ++j) {
+              hnew[hb + j] = hprev[hb + j];
+              if (cnew) cnew[hb + j] = cprev[hb + j];
+              yt[b * DH + j] = T(0);
+            }
+          }
+        }
+      }
+    }
+    RF_BARRIER
+  }
+
+  const T* hfin = train ? P.hs + (rev ? 0 : T_) * B * H : hbuf + (T_ & 1) * B * H;
+  const T* cfin =
+      Cell::kHasC ? (train ? P.cs + (rev ? 0 : T_) * B * H : cbuf + (T_ & 1) * B * H) : nullptr;
+  for (idx b = 0; b < B; ++b)
+    for (idx j = j0; j < j1; ++j) {
+      hn[b * H + j] = hfin[b * H + j];
+      if (cn && cfin) cn[b * H + j] = cfin[b * H + j];
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward over one (layer, direction); called by every thread of the region.
+//   dyl (T, B, D*H) gradient w.r.t. this layer's output (or null); dhn/dcn (B, H) or null.
+//   Writes dh0/dc0 (B, H); accumulates dW_ih, dW_hh, db_ih, db_hh into dp; writes (or adds, if
+//   dx_accumulate) dxin (T, B, In). Scratch: dgx, dgh (T, B, GH) (dgh == dgx except GRU),
+//   dhbuf (2, B, H), dcbuf (B, H), packbuf for the weight-gradient GEMMs.
+template <class T, class Cell>
+void backward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, const T* xin,
+                        const T* dyl, const T* dhn, const T* dcn, T* dh0, T* dc0,
+                        const int64_t* len, T* dp, T* dxin, bool dx_accumulate, T* dgx, T* dgh,
+                        T* dhbuf, T* dcbuf, T* packbuf, int tid, int nth) {
+  const Kern<T> kern = kern_for<T>();
+  const int mr = kern.mr, nr = g.nr;
+  const idx T_ = g.T, B = g.B, H = g.H, GH = g.GH, DH = g.DH, S = g.S, in = g.in_size(l);
+  const idx TB = T_ * B;
+  const bool rev = d == 1;
+
+  idx u0, u1;
+  split(g.unit_blocks(), tid, nth, &u0, &u1);
+  const idx j0 = std::min(H, u0 * nr), j1 = std::min(H, u1 * nr);
+
+  T* dh_cur = dhbuf;
+  T* dh_nxt = dhbuf + B * H;
+  for (idx b = 0; b < B; ++b)
+    for (idx j = j0; j < j1; ++j) {
+      dh_cur[b * H + j] = dhn ? dhn[b * H + j] : T(0);
+      dcbuf[b * H + j] = dcn ? dcn[b * H + j] : T(0);
+    }
+
+  alignas(64) T tile[8 * 64];
+  for (idx s = T_ - 1; s >= 0; --s) {
+    const idx t = rev ? T_ - 1 - s : s;
+    const T* hprev = P.hs + (rev ? t + 1 : t) * B * H;
+    const T* hnew = P.hs + (rev ? t : t + 1) * B * H;
+    const T* cprev = Cell::kHasC ? P.cs + (rev ? t + 1 : t) * B * H : nullptr;
+    const T* cnew = Cell::kHasC ? P.cs + (rev ? t : t + 1) * B * H : nullptr;
+    const T* st = P.st ? P.st + t * B * S * H : nullptr;
+    T* dgxt = dgx + t * B * GH;
+    T* dght = dgh + t * B * GH;
+
+    // Phase A (own units): dL/dh_t -> pre-activation gradients. dh_cur keeps, per active row, the
+    // part of dL/dh_{t-1} that bypasses W_hh (GRU's z * dh); inactive rows pass dh through.
+    for (idx b = 0; b < B; ++b) {
+      const idx hb = b * H;
+      if (row_active(len, b, t)) {
+        const T* dyt = dyl ? dyl + (t * B + b) * DH + d * H : nullptr;
+#pragma GCC ivdep
+        for (idx j = j0; j < j1; ++j) {
+          const T dh = dh_cur[hb + j] + (dyt ? dyt[j] : T(0));
+          T direct;
+          Cell::bwd(dh, hprev[hb + j], st ? st + b * S * H + j : nullptr, H, hnew[hb + j],
+                    cprev ? cprev[hb + j] : T(0), cnew ? cnew[hb + j] : T(0), dcbuf + hb + j,
+                    dgxt + b * GH + j, dght + b * GH + j, H, &direct);
+          dh_cur[hb + j] = direct;
+        }
+      } else {
+        for (int gg = 0; gg < Cell::G; ++gg)
+          for (idx j = j0; j < j1; ++j) {
+            dgxt[b * GH + gg * H + j] = T(0);
+            dght[b * GH + gg * H + j] = T(0);
+          }
+      }
+    }
+    RF_BARRIER
+    // Phase B (own units): dL/dh_{t-1} = dG_t W_hh (+ the bypass part).
+    for (idx u = u0; u < u1; ++u) {
+      const idx ju0 = u * nr, ju1 = std::min(H, ju0 + nr);
+      for (idx i0 = 0; i0 < B; i0 += mr) {
+        const int m = (int)std::min<idx>(mr, B - i0);
+        tile_gemm<T>((int)GH, dght + i0 * GH, GH, 1, P.pk_whh + u * GH * nr, tile, nr, m, nr, 0);
+        for (int ii = 0; ii < m; ++ii) {
+          const idx b = i0 + ii, hb = b * H;
+          const bool active = row_active(len, b, t);
+          for (idx j = ju0; j < ju1; ++j)
+            dh_nxt[hb + j] = active ? tile[ii * nr + (j - ju0)] + dh_cur[hb + j] : dh_cur[hb + j];
+        }
+      }
+    }
+    std::swap(dh_cur, dh_nxt);
+  }
+  for (idx b = 0; b < B; ++b)
+    for (idx j = j0; j < j1; ++j) {
+      dh0[b * H + j] = dh_cur[b * H + j];
+      if (dc0) dc0[b * H + j] = dcbuf[b * H + j];
+    }
+  RF_BARRIER
+
+  T* dwih = dp + g.param_off(l, d);
+  T* dwhh = dwih + GH * in;
+  if (g.bias) {  // column sums in row order, columns split among threads
+    T* dbih = dwhh + GH * H;
+    T* dbhh = dbih + GH;
+    idx c0_, c1_;
+    split(GH, tid, nth, &c0_, &c1_);
+    for (idx c = c0_; c < c1_; ++c) {
+      T sx = 0, sh = 0;
+      for (idx r = 0; r < TB; ++r) {
+        sx += dgx[r * GH + c];
+        sh += dgh[r * GH + c];
+      }
+      dbih[c] += sx;
+      dbhh[c] += sh;
+    }
+  }
+  // dW_ih += dGx^T X   (GH x In, summed over all T*B rows)
+  pack_b_rowmajor_mt<T>(tid, nth, TB, in, xin, in, nr, packbuf);
+  RF_BARRIER
+  gemm_mt<T>(kern, tid, nth, GH, in, TB, dgx, 1, GH, packbuf, dwih, in, true);
+  RF_BARRIER
+  // dW_hh += dGh^T H_prev, H_prev = the (T*B, H) block of previous states (see Geometry::hs)
+  pack_b_rowmajor_mt<T>(tid, nth, TB, H, P.hs + (rev ? B * H : 0), H, nr, packbuf);
+  RF_BARRIER
+  gemm_mt<T>(kern, tid, nth, GH, H, TB, dgh, 1, GH, packbuf, dwhh, H, true);
+  // dX (+)= dGx W_ih
+  gemm_mt<T>(kern, tid, nth, TB, in, GH, dgx, GH, 1, P.pk_wih, dxin, in, dx_accumulate);
+}
+
+template <class T>
+void scale_by_mask(idx n, T* v, const T* mask, int nt) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (idx e = 0; e < n; ++e) v[e] *= mask[e];
+}
+
+template <class T, class Cell>
+void forward_t(const Desc& desc, const ForwardArgs& a) {
+  const Geometry g(desc, kern_for<T>().nr);
+  const int nt = threads_for(g, get_num_threads());
+  const T* params = static_cast<const T*>(a.params);
+  const T* packed = static_cast<const T*>(a.packed);
+  T* ws = static_cast<T*>(a.workspace);
+  const T* mask = static_cast<const T*>(a.dropout_mask);
+  const bool train = ws != nullptr;
+  const idx TB = g.T * g.B, BH = g.B * g.H;
+
+  std::vector<T> zeros(g.GH, T(0));
+  std::vector<T> gx(TB * g.GH);
+  std::vector<T> hbuf(train ? 0 : 2 * BH), cbuf(train || !g.lstm ? 0 : 2 * BH);
+  std::vector<T> inter(!train && g.L > 1 ? 2 * TB * g.DH : 0);
+
+  for (idx l = 0; l < g.L; ++l) {
+    const T* xin = l == 0 ? static_cast<const T*>(a.x)
+                          : (train ? ws + g.ws_layer_input(l) : inter.data() + ((l - 1) & 1) * TB * g.DH);
+    T* yout = l == g.L - 1 ? static_cast<T*>(a.y)
+                           : (train ? ws + g.ws_layer_input(l + 1) : inter.data() + (l & 1) * TB * g.DH);
+    for (idx d = 0; d < g.D; ++d) {
+      const LayerPtrs<T> P = layer_ptrs<T>(g, l, d, params, packed, ws, zeros.data());
+      const idx so = (l * g.D + d) * BH;
+      const T* h0 = a.h0 ? static_cast<const T*>(a.h0) + so : nullptr;
+      const T* c0 = a.c0 ? static_cast<const T*>(a.c0) + so : nullptr;
+      T* hn = static_cast<T*>(a.hn) + so;
+      T* cn = a.cn ? static_cast<T*>(a.cn) + so : nullptr;
+#pragma omp parallel num_threads(nt)
+      {
+        DenormalGuard<T> guard;
+        forward_direction<T, Cell>(g, l, d, P, xin, yout, h0, c0, hn, cn, a.lengths, gx.data(),
+                                   hbuf.data(), cbuf.data(), thread_id(), thread_count());
+      }
+    }
+    if (l < g.L - 1 && mask) scale_by_mask<T>(TB * g.DH, yout, mask + l * TB * g.DH, nt);
+  }
+}
+
+template <class T, class Cell>
+void backward_t(const Desc& desc, const ForwardArgs& f, const BackwardArgs& bw) {
+  const Geometry g(desc, kern_for<T>().nr);
+  const int nt = threads_for(g, get_num_threads());
+  const T* params = static_cast<const T*>(f.params);
+  const T* packed = static_cast<const T*>(f.packed);
+  T* ws = static_cast<T*>(f.workspace);
+  const T* mask = static_cast<const T*>(f.dropout_mask);
+  T* dp = static_cast<T*>(bw.dparams);
+  const idx TB = g.T * g.B, BH = g.B * g.H;
+
+  std::vector<T> zeros(g.GH, T(0));
+  std::vector<T> dgx(TB * g.GH), dgh(g.gru ? TB * g.GH : 0);
+  std::vector<T> dhbuf(2 * BH), dcbuf(BH);
+  std::vector<T> dbuf(g.L > 1 ? 2 * TB * g.DH : 0);
+  std::vector<T> packbuf(packed_b_size(TB, std::max(g.in_size(0), std::max(g.H, g.DH)), g.nr));
+
+  const T* dyl = static_cast<const T*>(bw.dy);
+  for (idx l = g.L - 1; l >= 0; --l) {
+    const T* xin = l == 0 ? static_cast<const T*>(f.x) : ws + g.ws_layer_input(l);
+    T* dxin = l == 0 ? static_cast<T*>(bw.dx) : dbuf.data() + (l & 1) * TB * g.DH;
+    for (idx d = 0; d < g.D; ++d) {
+      const LayerPtrs<T> P = layer_ptrs<T>(g, l, d, params, packed, ws, zeros.data());
+      const idx so = (l * g.D + d) * BH;
+      const T* dhn = bw.dhn ? static_cast<const T*>(bw.dhn) + so : nullptr;
+      const T* dcn = bw.dcn ? static_cast<const T*>(bw.dcn) + so : nullptr;
+      T* dh0 = static_cast<T*>(bw.dh0) + so;
+      T* dc0 = bw.dc0 ? static_cast<T*>(bw.dc0) + so : nullptr;
+      T* dgh_p = g.gru ? dgh.data() : dgx.data();
+#pragma omp parallel num_threads(nt)
+      {
+        DenormalGuard<T> guard;
+        backward_direction<T, Cell>(g, l, d, P, xin, dyl, dhn, dcn, dh0, dc0, f.lengths, dp,
+                                    dxin, d > 0, dgx.data(), dgh_p, dhbuf.data(), dcbuf.data(),
+                                    packbuf.data(), thread_id(), thread_count());
+      }
+    }
+    if (l > 0 && mask) scale_by_mask<T>(TB * g.DH, dxin, mask + (l - 1) * TB * g.DH, nt);
+    dyl = dxin;
+  }
+}
+
+template <class T>
+void pack_t(const Desc& desc, const T* params, T* packed) {
+  const Geometry g(desc, kern_for<T>().nr);
+  const int nt = g.param_total() < 100000 ? 1 : get_num_threads();
+  const idx H = g.H, GH = g.GH, G = g.G, nr = g.nr;
+  for (idx l = 0; l < g.L; ++l)
+    for (idx d = 0; d < g.D; ++d) {
+      const idx in = g.in_size(l);
+      const T* wih = params + g.param_off(l, d);
+      const T* whh = wih + GH * in;
+      T* out = packed + g.packed_off(l, d);
+#pragma omp parallel num_threads(nt)
+      {
+        const int tid = thread_id(), nth = thread_count();
+        idx p0, p1;
+        T* o = out;
+        split(ceil_div(GH, nr), tid, nth, &p0, &p1);  // W_ih^T: b(k=i, n=r) = W_ih[r][i]
+        pack_b_panels<T>(in, GH, (int)nr, p0, p1, [&](idx k, idx n) { return wih[n * in + k]; }, o);
+        o += g.pk_wihT(l);
+        // W_hh^T regrouped: virtual column n -> panel p = u*G + gate, unit u*nr + (n % nr).
+        split(g.unit_blocks() * G, tid, nth, &p0, &p1);
+        pack_b_panels<T>(H, g.unit_blocks() * G * nr, (int)nr, p0, p1,
+                         [&](idx k, idx n) {
+                           const idx p = n / nr, unit = (p / G) * nr + n % nr, gate = p % G;
+                           return unit < H ? whh[(gate * H + unit) * H + k] : T(0);
+                         },
+                         o);
+        o += g.pk_whhT();
+        split(ceil_div(H, nr), tid, nth, &p0, &p1);  // W_hh: b(k=r, n=unit)
+        pack_b_panels<T>(GH, H, (int)nr, p0, p1, [&](idx k, idx n) { return whh[k * H + n]; }, o);
+        o += g.pk_whh();
+        split(ceil_div(in, nr), tid, nth, &p0, &p1);  // W_ih: b(k=r, n=i)
+        pack_b_panels<T>(GH, in, (int)nr, p0, p1, [&](idx k, idx n) { return wih[k * in + n]; }, o);
+      }
+    }
+}
+
+template <class T>
+void forward_dispatch(const Desc& d, const ForwardArgs& a) {
+  switch (d.cell) {
+    case kRnnTanh: return forward_t<T, RnnCell<T, false>>(d, a);
+    case kRnnRelu: return forward_t<T, RnnCell<T, true>>(d, a);
+    case kLstm: return forward_t<T, LstmCell<T>>(d, a);
+    case kGru: return forward_t<T, GruCell<T>>(d, a);
+  }
+}
+
+template <class T>
+void backward_dispatch(const Desc& d, const ForwardArgs& f, const BackwardArgs& b) {
+  switch (d.cell) {
+    case kRnnTanh: return backward_t<T, RnnCell<T, false>>(d, f, b);
+    case kRnnRelu: return backward_t<T, RnnCell<T, true>>(d, f, b);
+    case kLstm: return backward_t<T, LstmCell<T>>(d, f, b);
+    case kGru: return backward_t<T, GruCell<T>>(d, f, b);
+  }
+}
+
+void forward_entry(const Desc& d, const ForwardArgs& a) {
+  if (d.dtype == kF32)
+    forward_dispatch<float>(d, a);
+  else
+    forward_dispatch<double>(d, a);
+}
+
+void backward_entry(const Desc& d, const ForwardArgs& f, const BackwardArgs& b) {
+  if (d.dtype == kF32)
+    backward_dispatch<float>(d, f, b);
+  else
+    backward_dispatch<double>(d, f, b);
+}
+
+void pack_entry(const Desc& d, const void* params, void* packed) {
+  if (d.dtype == kF32)
+    pack_t<float>(d, static_cast<const float*>(params), static_cast<float*>(packed));
+  else
+    pack_t<double>(d, static_cast<const double*>(params), static_cast<double*>(packed));
+}
+
+}  // namespace
+
+// The engine of this instruction set: micro-kernels and entry points.
+KernelSet engine() {
+  KernelSet k;
+  k.name = RF_ISA_NAME;
+  k.mr_f = kern_for<float>().mr;
+  k.nr_f = kern_for<float>().nr;
+  k.mr_d = kern_for<double>().mr;
+  k.nr_d = kern_for<double>().nr;
+  k.kf = kern_for<float>().fn;
+  k.kd = kern_for<double>().fn;
+  k.forward = &forward_entry;
+  k.backward = &backward_entry;
+  k.pack = &pack_entry;
+  return k;
+}
+
+}  // namespace RF_ISA
+}  // namespace rnnfast
