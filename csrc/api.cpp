@@ -1,6 +1,9 @@
 // The public C++ API (rnnfast.h): descriptor checks, sizes, thread settings, and dispatch to the
 // engine of the active instruction set (kernels/dispatch.cpp).
+#include <algorithm>
+#include <chrono>
 #include <stdexcept>
+#include <vector>
 #include <string>
 
 #include "geometry.h"
@@ -82,6 +85,71 @@ int get_num_threads() {
 #else
   return 1;
 #endif
+}
+
+namespace {
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Runs body(tid, rounds) on `threads` threads, doubling rounds until one pass lasts `seconds`;
+// returns (sum of the work units body reports) / elapsed seconds of the last pass.
+template <class Body>
+double rate(int threads, double seconds, Body body) {
+  int64_t rounds = 1;
+  for (;;) {
+    std::vector<double> work(threads, 0.0);
+    const double t0 = now_seconds();
+#pragma omp parallel num_threads(threads)
+    {
+#ifdef _OPENMP
+      const int tid = omp_get_thread_num();
+#else
+      const int tid = 0;
+#endif
+      work[tid] = body(tid, rounds);
+    }
+    const double dt = now_seconds() - t0;
+    if (dt >= seconds || rounds > (int64_t(1) << 40)) {
+      double total = 0;
+      for (double w : work) total += w;
+      return total / dt;
+    }
+    rounds *= 2;
+  }
+}
+
+}  // namespace
+
+double measure_fma_peak(int threads, double seconds) {
+  const KernelSet& k = active_kernels();
+  threads = std::max(1, threads);
+  return rate(threads, seconds, [&](int, int64_t rounds) { return k.fma_loop(rounds * 4096); }) / 1e9;
+}
+
+double measure_read_bandwidth(int threads, int64_t bytes, double seconds) {
+  const KernelSet& k = active_kernels();
+  threads = std::max(1, threads);
+  const int64_t per_thread = std::max<int64_t>(1024, bytes / 4 / threads);
+  std::vector<std::vector<float>> bufs(threads);
+  volatile double sink = 0;
+#pragma omp parallel num_threads(threads)
+  {
+#ifdef _OPENMP
+    const int tid = omp_get_thread_num();
+#else
+    const int tid = 0;
+#endif
+    bufs[tid].assign(per_thread, 1.0f);  // first touch by the thread that reads it
+  }
+  const double r = rate(threads, seconds, [&](int tid, int64_t rounds) {
+    double s = 0;
+    for (int64_t i = 0; i < rounds; ++i) s += k.read_sum(bufs[tid].data(), per_thread);
+    sink = sink + s;
+    return (double)rounds * per_thread * 4.0;
+  });
+  return r / 1e9;
 }
 
 bool has_openmp() {

@@ -78,6 +78,12 @@ int get_num_threads();
 int threads_for_call(const Desc& d);
 bool has_openmp();
 
+// Machine probes for the benchmark (active instruction-set path, `threads` threads at once):
+// peak FMA throughput in GFLOP/s over about `seconds`, and read bandwidth in GB/s over a buffer of
+// `bytes` bytes (its size decides whether L2, L3 or DRAM is measured).
+double measure_fma_peak(int threads, double seconds);
+double measure_read_bandwidth(int threads, int64_t bytes, double seconds);
+
 // Instruction-set path of the GEMM micro-kernels: "avx512", "avx2" or "generic".
 const char* isa_name();
 // Force a path; returns false (and changes nothing) if this CPU or build cannot run it.

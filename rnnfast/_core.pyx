@@ -57,6 +57,8 @@ cdef extern from "rnnfast.h" namespace "rnnfast":
     int threads_for_call(const Desc&) except +
     bint has_openmp()
     const char* isa_name()
+    double measure_fma_peak(int, double) nogil
+    double measure_read_bandwidth(int, int64_t, double) nogil
     bint select_isa(const char*)
 
 
@@ -144,6 +146,20 @@ def core_get_num_threads():
 
 def core_threads_for_call(tuple desc):
     return threads_for_call(_desc(desc))
+
+
+def core_fma_peak(int threads, double seconds=0.3):
+    cdef double r
+    with nogil:
+        r = measure_fma_peak(threads, seconds)
+    return r
+
+
+def core_read_bandwidth(int threads, int64_t nbytes, double seconds=0.2):
+    cdef double r
+    with nogil:
+        r = measure_read_bandwidth(threads, nbytes, seconds)
+    return r
 
 
 def core_has_openmp():

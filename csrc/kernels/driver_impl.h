@@ -21,6 +21,7 @@
 #include "../gemm.h"
 #include "../geometry.h"
 #include "../rnnfast.h"
+#include "probe_impl.h"
 #include "ukernel_impl.h"
 
 #ifdef _OPENMP
@@ -509,6 +510,8 @@ KernelSet engine() {
   k.forward = &forward_entry;
   k.backward = &backward_entry;
   k.pack = &pack_entry;
+  k.fma_loop = &probe_fma_loop;
+  k.read_sum = &probe_read_sum;
   return k;
 }
 

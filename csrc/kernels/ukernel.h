@@ -9,6 +9,7 @@
 // shape or the thread that runs it: results do not depend on how work is split.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 
 namespace rnnfast {
 
@@ -38,6 +39,8 @@ struct KernelSet {
   void (*forward)(const Desc&, const ForwardArgs&);
   void (*backward)(const Desc&, const ForwardArgs&, const BackwardArgs&);
   void (*pack)(const Desc&, const void*, void*);
+  double (*fma_loop)(int64_t iters);                 // probes (kernels/probe_impl.h)
+  double (*read_sum)(const float* p, int64_t n);
 };
 
 namespace generic { KernelSet engine(); }
