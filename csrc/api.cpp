@@ -2,6 +2,8 @@
 // engine of the active instruction set (kernels/dispatch.cpp).
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <new>
 #include <stdexcept>
 #include <vector>
 #include <string>
@@ -9,6 +11,7 @@
 #include "geometry.h"
 #include "kernels/ukernel.h"
 #include "rnnfast.h"
+#include "scratch.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -121,6 +124,33 @@ double rate(int threads, double seconds, Body body) {
 }
 
 }  // namespace
+
+namespace {
+struct ThreadScratch {
+  char* p = nullptr;
+  std::size_t cap = 0;
+  void release() {
+    if (p) ::operator delete[](p, std::align_val_t(kScratchAlign));
+    p = nullptr;
+    cap = 0;
+  }
+  ~ThreadScratch() { release(); }
+};
+thread_local ThreadScratch t_scratch;
+}  // namespace
+
+char* thread_scratch(std::size_t bytes) {
+  if (bytes > t_scratch.cap) {
+    t_scratch.release();
+    t_scratch.p = static_cast<char*>(::operator new[](bytes, std::align_val_t(kScratchAlign)));
+    t_scratch.cap = bytes;
+  }
+  return t_scratch.p;
+}
+
+void trim_thread_scratch() {
+  if (t_scratch.cap > kKeepBytes) t_scratch.release();
+}
 
 double measure_fma_peak(int threads, double seconds) {
   const KernelSet& k = active_kernels();

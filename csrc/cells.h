@@ -1,40 +1,43 @@
 // Cell policies: the elementwise gate math of one (batch row, hidden unit) for forward and
-// backward. The driver calls them right after the recurrent GEMM tile that feeds them; they are
-// templates, so the time loop has no virtual call.
+// backward. The driver calls them in loops over the units of one tile, right after the recurrent
+// GEMM tile that feeds them; they are templates, so the time loop has no virtual call, and they
+// have no branches on data or pointers, so those loops vectorise.
 //
-// Conventions for one unit j of one batch row (gate g of the pre-activations sits at g*H + j):
+// Conventions for one unit j of one batch row (gate g of the pre-activations sits at g*gs + j):
 //   gx   input projection W_ih x_t + b_ih          (stride gs between gates)
 //   gh   recurrent projection W_hh h_{t-1}          (stride ts between gates, from the GEMM tile)
 //   bh   b_hh                                        (stride gs)
-//   st   what backward needs from this step         (stride gs; S values per unit)
+//   st   what backward needs from this step         (stride gs; S values per unit), written only
+//        when Store (training)
 // Backward receives dh = dL/dh_t (including the output's gradient) and writes the gradients of the
-// pre-activations: dgx (w.r.t. the input projection) and dgh (w.r.t. the recurrent projection,
-// which differs from dgx only for GRU's candidate gate).
+// pre-activations: dgx (w.r.t. the input projection) and, for GRU only (kSplitGh), dgh (w.r.t. the
+// recurrent projection, which differs from dgx in the candidate gate). *dh_direct receives the part
+// of dL/dh_{t-1} that does not go through W_hh.
 #pragma once
-#include <cmath>
 #include <cstddef>
 
 #include "activations.h"
 
 namespace rnnfast {
 
+using std::ptrdiff_t;
 
 // Elman RNN, h_t = act(gx + gh + b_hh). Stores nothing: act' is recovered from h_t.
 template <class T, bool Relu>
 struct RnnCell {
   static constexpr int G = 1, S = 0;
-  static constexpr bool kHasC = false;
-  static inline void fwd(const T* gx, const T* gh, std::ptrdiff_t, const T* bh, std::ptrdiff_t,
-                         T, T, T* h, T*, T*) {
+  static constexpr bool kHasC = false, kSplitGh = false;
+  template <bool Store>
+  static inline void fwd(const T* gx, const T* gh, ptrdiff_t, const T* bh, ptrdiff_t, T, T, T* h,
+                         T*, T*) {
     const T a = gx[0] + gh[0] + bh[0];
+    // relu keeps NaN (a comparison with NaN is false, so a != a selects a)
     *h = Relu ? (a > T(0) ? a : (a != a ? a : T(0))) : Act<T>::tanh(a);
   }
   // h_t = act(a): da = dh * act'(a), with act'(a) = 1 - h_t^2 (tanh) or [h_t > 0] (relu).
-  static inline void bwd(T dh, T, const T*, std::ptrdiff_t, T hnew, T, T, T*, T* dgx, T* dgh,
-                         std::ptrdiff_t, T* dh_direct) {
-    const T da = Relu ? (hnew > T(0) ? dh : T(0)) : dh * (T(1) - hnew * hnew);
-    dgx[0] = da;
-    dgh[0] = da;
+  static inline void bwd(T dh, T, const T*, ptrdiff_t, T hnew, T, T, T*, T* dgx, T*,
+                         T* dh_direct) {
+    dgx[0] = Relu ? (hnew > T(0) ? dh : T(0)) : dh * (T(1) - hnew * hnew);
     *dh_direct = T(0);
   }
 };
@@ -43,9 +46,10 @@ struct RnnCell {
 template <class T>
 struct LstmCell {
   static constexpr int G = 4, S = 4;
-  static constexpr bool kHasC = true;
-  static inline void fwd(const T* gx, const T* gh, std::ptrdiff_t ts, const T* bh,
-                         std::ptrdiff_t gs, T, T cprev, T* h, T* c, T* st) {
+  static constexpr bool kHasC = true, kSplitGh = false;
+  template <bool Store>
+  static inline void fwd(const T* gx, const T* gh, ptrdiff_t ts, const T* bh, ptrdiff_t gs, T,
+                         T cprev, T* h, T* c, T* st) {
     const T i = Act<T>::sigmoid(gx[0] + gh[0] + bh[0]);
     const T f = Act<T>::sigmoid(gx[gs] + gh[ts] + bh[gs]);
     const T g = Act<T>::tanh(gx[2 * gs] + gh[2 * ts] + bh[2 * gs]);
@@ -53,7 +57,7 @@ struct LstmCell {
     const T cn = f * cprev + i * g;
     *c = cn;
     *h = o * Act<T>::tanh(cn);
-    if (st) {
+    if constexpr (Store) {
       st[0] = i;
       st[gs] = f;
       st[2 * gs] = g;
@@ -61,8 +65,8 @@ struct LstmCell {
     }
   }
   // c_t = f c_{t-1} + i g;  h_t = o tanh(c_t).  *dc carries dL/dc_t in and dL/dc_{t-1} out.
-  static inline void bwd(T dh, T, const T* st, std::ptrdiff_t gs, T, T cprev, T cnew, T* dc,
-                         T* dgx, T* dgh, std::ptrdiff_t, T* dh_direct) {
+  static inline void bwd(T dh, T, const T* st, ptrdiff_t gs, T, T cprev, T cnew, T* dc, T* dgx,
+                         T*, T* dh_direct) {
     const T i = st[0], f = st[gs], g = st[2 * gs], o = st[3 * gs];
     const T tc = Act<T>::tanh(cnew);
     const T dct = *dc + dh * o * (T(1) - tc * tc);  // through h_t = o tanh(c_t)
@@ -72,8 +76,6 @@ struct LstmCell {
     dgx[gs] = df * f * (T(1) - f);
     dgx[2 * gs] = dg * (T(1) - g * g);
     dgx[3 * gs] = d_o * o * (T(1) - o);
-    if (dgh != dgx)
-      for (int k = 0; k < 4; ++k) dgh[k * gs] = dgx[k * gs];
     *dh_direct = T(0);
   }
 };
@@ -83,23 +85,24 @@ struct LstmCell {
 template <class T>
 struct GruCell {
   static constexpr int G = 3, S = 4;
-  static constexpr bool kHasC = false;
-  static inline void fwd(const T* gx, const T* gh, std::ptrdiff_t ts, const T* bh,
-                         std::ptrdiff_t gs, T hprev, T, T* h, T*, T* st) {
+  static constexpr bool kHasC = false, kSplitGh = true;
+  template <bool Store>
+  static inline void fwd(const T* gx, const T* gh, ptrdiff_t ts, const T* bh, ptrdiff_t gs,
+                         T hprev, T, T* h, T*, T* st) {
     const T r = Act<T>::sigmoid(gx[0] + gh[0] + bh[0]);
     const T z = Act<T>::sigmoid(gx[gs] + gh[ts] + bh[gs]);
     const T hn = gh[2 * ts] + bh[2 * gs];
     const T n = Act<T>::tanh(gx[2 * gs] + r * hn);
     *h = (T(1) - z) * n + z * hprev;
-    if (st) {
+    if constexpr (Store) {
       st[0] = r;
       st[gs] = z;
       st[2 * gs] = n;
       st[3 * gs] = hn;
     }
   }
-  static inline void bwd(T dh, T hprev, const T* st, std::ptrdiff_t gs, T, T, T, T*, T* dgx,
-                         T* dgh, std::ptrdiff_t, T* dh_direct) {
+  static inline void bwd(T dh, T hprev, const T* st, ptrdiff_t gs, T, T, T, T*, T* dgx, T* dgh,
+                         T* dh_direct) {
     const T r = st[0], z = st[gs], n = st[2 * gs], hn = st[3 * gs];
     const T dn = dh * (T(1) - z);             // h_t = (1 - z) n + z h_{t-1}
     const T dz = dh * (hprev - n);

@@ -21,6 +21,7 @@
 #include "../gemm.h"
 #include "../geometry.h"
 #include "../rnnfast.h"
+#include "../scratch.h"
 #include "probe_impl.h"
 #include "ukernel_impl.h"
 
@@ -120,6 +121,38 @@ LayerPtrs<T> layer_ptrs(const Geometry& g, idx l, idx d, const T* params, const 
 
 inline bool row_active(const int64_t* len, idx b, idx t) { return !len || t < len[b]; }
 
+// Gate math of units [j0, j1) of one batch row (all pointers indexed by unit; gh by unit too, i.e.
+// already offset by -j0 into the tile). Branch-free so that it vectorises.
+template <class T, class Cell, bool Store>
+inline void forward_units(idx j0, idx j1, const T* gx, const T* gh, idx ts, const T* bh, idx gs,
+                          const T* hp, const T* cp, T* hn, T* cn, T* st, T* y) {
+#pragma GCC ivdep
+  for (idx j = j0; j < j1; ++j) {
+    T h, c;
+    Cell::template fwd<Store>(gx + j, gh + j, ts, bh + j, gs, hp[j], Cell::kHasC ? cp[j] : T(0),
+                              &h, &c, st + j);
+    hn[j] = h;
+    y[j] = h;
+    if constexpr (Cell::kHasC) cn[j] = c;
+  }
+}
+
+// Backward gate math of units [j0, j1) of one batch row: dh_cur holds dL/dh_t (without the
+// output's part, added from dy here) and receives the part of dL/dh_{t-1} that bypasses W_hh.
+template <class T, class Cell, bool HasDy>
+inline void backward_units(idx j0, idx j1, T* dh_cur, const T* dy, const T* hp, const T* hn,
+                           const T* cp, const T* cn, const T* st, idx gs, T* dc, T* dgx, T* dgh) {
+#pragma GCC ivdep
+  for (idx j = j0; j < j1; ++j) {
+    T dh = dh_cur[j];
+    if constexpr (HasDy) dh += dy[j];
+    T direct;
+    Cell::bwd(dh, hp[j], st + j, gs, hn[j], Cell::kHasC ? cp[j] : T(0),
+              Cell::kHasC ? cn[j] : T(0), dc + j, dgx + j, dgh + j, &direct);
+    dh_cur[j] = direct;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Forward over one (layer, direction); called by every thread of the region.
 //   xin (T, B, In)  ->  yout columns [d*H, d*H+H) of (T, B, D*H);  h0/c0, hn/cn (B, H) or null.
@@ -158,13 +191,12 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
   RF_BARRIER
 
   alignas(64) T tile[8 * 4 * 64];  // mr x (G*nr) recurrent pre-activations of one tile
-  T dummy_c = 0;
   for (idx s = 0; s < T_; ++s) {
     const idx t = rev ? T_ - 1 - s : s;
     const T* hprev = train ? P.hs + (rev ? t + 1 : t) * B * H : hbuf + (s & 1) * B * H;
     T* hnew = train ? P.hs + (rev ? t : t + 1) * B * H : hbuf + ((s + 1) & 1) * B * H;
-    const T* cprev = nullptr;
-    T* cnew = nullptr;
+    const T* cprev = hprev;  // cell-state pointers are only read or written by the LSTM
+    T* cnew = hnew;
     if (Cell::kHasC) {
       cprev = train ? P.cs + (rev ? t + 1 : t) * B * H : cbuf + (s & 1) * B * H;
       cnew = train ? P.cs + (rev ? t : t + 1) * B * H : cbuf + ((s + 1) & 1) * B * H;
@@ -183,13 +215,14 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
           const idx b = i0 + ii;
           const idx hb = b * H;
           if (row_active(len, b, t)) {
-#pragma GCC ivdep
-            for (idx j = ju0; j < ju1; ++j) {
-              Cell::fwd(gxt + b * GH + j, tile + ii * G * nr + (j - ju0), nr, P.bhh + j, H,
-                        hprev[hb + j], cprev ? cprev[hb + j] : T(0), hnew + hb + j,
-                        cnew ? cnew + hb + j : &dummy_c, st ? st + b * S * H + j : nullptr);
-              yt[b * DH + j] = hnew[hb + j];
-            }
+            const T* ghr = tile + ii * G * nr - ju0;
+            T* yr = yt + b * DH;
+            if (st)
+              forward_units<T, Cell, true>(ju0, ju1, gxt + b * GH, ghr, nr, P.bhh, H, hprev + hb,
+                                           cprev + hb, hnew + hb, cnew + hb, st + b * S * H, yr);
+            else
+              forward_units<T, Cell, false>(ju0, ju1, gxt + b * GH, ghr, nr, P.bhh, H, hprev + hb,
+                                            cprev + hb, hnew + hb, cnew + hb, yr /* unused */, yr);
           } else {  // past this row's length: state carried, output zero
             for (idx j = ju0; j < ju1; ++j) {
               hnew[hb + j] = hprev[hb + j];
@@ -247,8 +280,9 @@ void backward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, 
     const idx t = rev ? T_ - 1 - s : s;
     const T* hprev = P.hs + (rev ? t + 1 : t) * B * H;
     const T* hnew = P.hs + (rev ? t : t + 1) * B * H;
-    const T* cprev = Cell::kHasC ? P.cs + (rev ? t + 1 : t) * B * H : nullptr;
-    const T* cnew = Cell::kHasC ? P.cs + (rev ? t : t + 1) * B * H : nullptr;
+    // LSTM's cell states; the other cells never read these (they alias h to stay valid pointers)
+    const T* cprev = Cell::kHasC ? P.cs + (rev ? t + 1 : t) * B * H : hprev;
+    const T* cnew = Cell::kHasC ? P.cs + (rev ? t : t + 1) * B * H : hnew;
     const T* st = P.st ? P.st + t * B * S * H : nullptr;
     T* dgxt = dgx + t * B * GH;
     T* dght = dgh + t * B * GH;
@@ -259,15 +293,15 @@ void backward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, 
       const idx hb = b * H;
       if (row_active(len, b, t)) {
         const T* dyt = dyl ? dyl + (t * B + b) * DH + d * H : nullptr;
-#pragma GCC ivdep
-        for (idx j = j0; j < j1; ++j) {
-          const T dh = dh_cur[hb + j] + (dyt ? dyt[j] : T(0));
-          T direct;
-          Cell::bwd(dh, hprev[hb + j], st ? st + b * S * H + j : nullptr, H, hnew[hb + j],
-                    cprev ? cprev[hb + j] : T(0), cnew ? cnew[hb + j] : T(0), dcbuf + hb + j,
-                    dgxt + b * GH + j, dght + b * GH + j, H, &direct);
-          dh_cur[hb + j] = direct;
-        }
+        const T* stb = st ? st + b * S * H : hprev + hb;  // the RNN cell stores nothing
+        if (dyt)
+          backward_units<T, Cell, true>(j0, j1, dh_cur + hb, dyt, hprev + hb, hnew + hb,
+                                        cprev + hb, cnew + hb, stb, H, dcbuf + hb,
+                                        dgxt + b * GH, dght + b * GH);
+        else
+          backward_units<T, Cell, false>(j0, j1, dh_cur + hb, nullptr, hprev + hb, hnew + hb,
+                                         cprev + hb, cnew + hb, stb, H, dcbuf + hb,
+                                         dgxt + b * GH, dght + b * GH);
       } else {
         for (int gg = 0; gg < Cell::G; ++gg)
           for (idx j = j0; j < j1; ++j) {
@@ -348,15 +382,19 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
   const idx TB = g.T * g.B, BH = g.B * g.H;
 
   std::vector<T> zeros(g.GH, T(0));
-  std::vector<T> gx(TB * g.GH);
-  std::vector<T> hbuf(train ? 0 : 2 * BH), cbuf(train || !g.lstm ? 0 : 2 * BH);
-  std::vector<T> inter(!train && g.L > 1 ? 2 * TB * g.DH : 0);
+  // Every element of these is written before it is read.
+  const ScratchPlan<T> scratch({TB * g.GH, 2 * BH, g.lstm ? 2 * BH : 0,
+                                !train && g.L > 1 ? 2 * TB * g.DH : 0});
+  T* const gx = scratch[0];
+  T* const hbuf = scratch[1];
+  T* const cbuf = scratch[2];
+  T* const inter = scratch[3];
 
   for (idx l = 0; l < g.L; ++l) {
     const T* xin = l == 0 ? static_cast<const T*>(a.x)
-                          : (train ? ws + g.ws_layer_input(l) : inter.data() + ((l - 1) & 1) * TB * g.DH);
+                          : (train ? ws + g.ws_layer_input(l) : inter + ((l - 1) & 1) * TB * g.DH);
     T* yout = l == g.L - 1 ? static_cast<T*>(a.y)
-                           : (train ? ws + g.ws_layer_input(l + 1) : inter.data() + (l & 1) * TB * g.DH);
+                           : (train ? ws + g.ws_layer_input(l + 1) : inter + (l & 1) * TB * g.DH);
     for (idx d = 0; d < g.D; ++d) {
       const LayerPtrs<T> P = layer_ptrs<T>(g, l, d, params, packed, ws, zeros.data());
       const idx so = (l * g.D + d) * BH;
@@ -367,8 +405,8 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
 #pragma omp parallel num_threads(nt)
       {
         DenormalGuard<T> guard;
-        forward_direction<T, Cell>(g, l, d, P, xin, yout, h0, c0, hn, cn, a.lengths, gx.data(),
-                                   hbuf.data(), cbuf.data(), thread_id(), thread_count());
+        forward_direction<T, Cell>(g, l, d, P, xin, yout, h0, c0, hn, cn, a.lengths, gx,
+                                   hbuf, cbuf, thread_id(), thread_count());
       }
     }
     if (l < g.L - 1 && mask) scale_by_mask<T>(TB * g.DH, yout, mask + l * TB * g.DH, nt);
@@ -387,15 +425,21 @@ void backward_t(const Desc& desc, const ForwardArgs& f, const BackwardArgs& bw) 
   const idx TB = g.T * g.B, BH = g.B * g.H;
 
   std::vector<T> zeros(g.GH, T(0));
-  std::vector<T> dgx(TB * g.GH), dgh(g.gru ? TB * g.GH : 0);
-  std::vector<T> dhbuf(2 * BH), dcbuf(BH);
-  std::vector<T> dbuf(g.L > 1 ? 2 * TB * g.DH : 0);
-  std::vector<T> packbuf(packed_b_size(TB, std::max(g.in_size(0), std::max(g.H, g.DH)), g.nr));
+  // Every element of these is written before it is read.
+  const ScratchPlan<T> scratch(
+      {TB * g.GH, g.gru ? TB * g.GH : 0, 2 * BH, BH, g.L > 1 ? 2 * TB * g.DH : 0,
+       packed_b_size(TB, std::max(g.in_size(0), std::max(g.H, g.DH)), g.nr)});
+  T* const dgx = scratch[0];
+  T* const dgh = g.gru ? scratch[1] : dgx;
+  T* const dhbuf = scratch[2];
+  T* const dcbuf = scratch[3];
+  T* const dbuf = scratch[4];
+  T* const packbuf = scratch[5];
 
   const T* dyl = static_cast<const T*>(bw.dy);
   for (idx l = g.L - 1; l >= 0; --l) {
     const T* xin = l == 0 ? static_cast<const T*>(f.x) : ws + g.ws_layer_input(l);
-    T* dxin = l == 0 ? static_cast<T*>(bw.dx) : dbuf.data() + (l & 1) * TB * g.DH;
+    T* dxin = l == 0 ? static_cast<T*>(bw.dx) : dbuf + (l & 1) * TB * g.DH;
     for (idx d = 0; d < g.D; ++d) {
       const LayerPtrs<T> P = layer_ptrs<T>(g, l, d, params, packed, ws, zeros.data());
       const idx so = (l * g.D + d) * BH;
@@ -403,13 +447,12 @@ void backward_t(const Desc& desc, const ForwardArgs& f, const BackwardArgs& bw) 
       const T* dcn = bw.dcn ? static_cast<const T*>(bw.dcn) + so : nullptr;
       T* dh0 = static_cast<T*>(bw.dh0) + so;
       T* dc0 = bw.dc0 ? static_cast<T*>(bw.dc0) + so : nullptr;
-      T* dgh_p = g.gru ? dgh.data() : dgx.data();
 #pragma omp parallel num_threads(nt)
       {
         DenormalGuard<T> guard;
         backward_direction<T, Cell>(g, l, d, P, xin, dyl, dhn, dcn, dh0, dc0, f.lengths, dp,
-                                    dxin, d > 0, dgx.data(), dgh_p, dhbuf.data(), dcbuf.data(),
-                                    packbuf.data(), thread_id(), thread_count());
+                                    dxin, d > 0, dgx, dgh, dhbuf, dcbuf, packbuf,
+                                    thread_id(), thread_count());
       }
     }
     if (l > 0 && mask) scale_by_mask<T>(TB * g.DH, dxin, mask + (l - 1) * TB * g.DH, nt);

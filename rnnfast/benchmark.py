@@ -1,0 +1,375 @@
+"""Side-by-side benchmark of rnnfast against PyTorch and ONNX Runtime (the `rnnfast bench` command).
+
+Every framework runs in this process with the same thread count, on the same float32 weights and
+inputs; outputs are cross-checked before timing. Calls are interleaved round by round (rnnfast,
+torch, ORT, rnnfast, ...) so that drift in a shared machine's speed hits every framework alike;
+each cell of the table is the median over rounds with the interquartile spread.
+
+Columns: effective GFLOP/s counts the GEMM work (2 flops per multiply-add; training = 3x forward),
+`%peak` divides it by the FMA peak that the core measures on this machine with the same threads,
+and for memory-bound shapes (batch <= 4 with recurrent weights larger than L2) `%bw` compares the
+time with the time needed to stream the recurrent weights once per step at the read bandwidth the
+core measures for a buffer of that size.
+"""
+import datetime
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from . import _core
+from ._rnn import GRU, LSTM, RNN
+from ._threads import get_num_threads, set_num_threads
+
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+L2_BYTES = 1 << 20  # per core on the machines we target; only decides the "memory-bound" label
+
+
+def _shape(cell, hidden, batch, steps, mode, source, input_size=None, layers=1, bidir=False):
+    return dict(cell=cell, I=input_size or hidden, H=hidden, B=batch, T=steps, L=layers,
+                D=2 if bidir else 1, mode=mode, source=source)
+
+
+def shape_sets():
+    """Named shape sets. DeepBench rows are (hidden, batch, steps) from its RNN problem lists
+    (input size = hidden size), restricted to rows that run in seconds on a 2-core machine."""
+    inf, tr = "inference", "training"
+    deepbench_inference = [
+        _shape("lstm", h, b, t, inf, "DeepBench inference_server")
+        for h, b, t in [(512, 1, 25), (512, 4, 25), (1024, 1, 25), (1024, 4, 25), (1536, 4, 50),
+                        (256, 1, 150), (256, 4, 150)]
+    ] + [
+        _shape("gru", h, b, t, inf, "DeepBench inference_server")
+        for h, b, t in [(512, 1, 1), (512, 4, 1), (1024, 1, 1500), (1536, 1, 187)]
+    ]
+    train_rows = [("lstm", 512, 16, 25), ("lstm", 512, 64, 25), ("lstm", 1024, 16, 25),
+                  ("lstm", 256, 16, 150), ("rnn", 1760, 16, 50), ("gru", 512, 32, 1)]
+    deepbench_training = [_shape(c, h, b, t, m, "DeepBench training")
+                          for m in (inf, tr) for c, h, b, t in train_rows]
+    latency = [_shape(c, h, 1, t, inf, "latency", layers=l)
+               for c in ("lstm", "gru") for h in (64, 128, 256, 512) for t in (1, 100)
+               for l in ((1, 2) if h == 256 else (1,))]
+    mixed = [_shape("lstm", 256, 32, 100, m, "input != hidden", input_size=64) for m in (inf, tr)]
+    mixed += [_shape("gru", 128, 16, 50, m, "input != hidden", input_size=512) for m in (inf, tr)]
+    mixed += [_shape("rnn", 320, 8, 200, m, "input != hidden", input_size=40, bidir=True)
+              for m in (inf, tr)]
+    return {"deepbench-inference": deepbench_inference, "deepbench-training": deepbench_training,
+            "latency": latency, "mixed": mixed}
+
+
+def shape_label(s):
+    extra = f" L{s['L']}" if s["L"] > 1 else ""
+    extra += " bi" if s["D"] == 2 else ""
+    io = f"I{s['I']} " if s["I"] != s["H"] else ""
+    return f"{s['cell']} {io}H{s['H']} B{s['B']} T{s['T']}{extra}"
+
+
+def flops(s):
+    """GEMM flops of one forward (x3 for training)."""
+    G, H, T, B, D = _GATES[s["cell"]], s["H"], s["T"], s["B"], s["D"]
+    total = 0
+    for layer in range(s["L"]):
+        in_size = s["I"] if layer == 0 else D * H
+        total += D * 2.0 * T * B * G * H * (in_size + H)
+    return total * (3 if s["mode"] == "training" else 1)
+
+
+def recurrent_weight_bytes(s):
+    return s["L"] * s["D"] * _GATES[s["cell"]] * s["H"] * s["H"] * 4
+
+
+# ------------------------------------------------------------------------------------ frameworks
+def _torch_model(torch, s):
+    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[s["cell"]]
+    return cls(s["I"], s["H"], num_layers=s["L"], bidirectional=s["D"] == 2)
+
+
+def _onnx_model(s, sd):
+    """An ONNX graph of the layer stack built from the LSTM/GRU/RNN operators (opset 14)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    H, D, G = s["H"], s["D"], _GATES[s["cell"]]
+    # PyTorch gate blocks -> ONNX gate blocks: LSTM i,f,g,o -> i,o,f,c; GRU r,z,n -> z,r,h.
+    order = {"lstm": [0, 3, 1, 2], "gru": [1, 0, 2], "rnn": [0]}[s["cell"]]
+
+    def regate(w):
+        return np.concatenate([w[g * H:(g + 1) * H] for g in order], axis=0)
+
+    nodes, inits = [], []
+    cur = "x"
+    for layer in range(s["L"]):
+        sfx = [f"l{layer}", f"l{layer}_reverse"][:D]
+        W = np.stack([regate(sd[f"weight_ih_{x}"]) for x in sfx]).astype(np.float32)
+        R = np.stack([regate(sd[f"weight_hh_{x}"]) for x in sfx]).astype(np.float32)
+        Bias = np.stack([np.concatenate([regate(sd[f"bias_ih_{x}"]), regate(sd[f"bias_hh_{x}"])])
+                         for x in sfx]).astype(np.float32)
+        names = [f"W{layer}", f"R{layer}", f"B{layer}"]
+        inits += [numpy_helper.from_array(a, n) for a, n in zip((W, R, Bias), names)]
+        attrs = dict(hidden_size=H, direction="bidirectional" if D == 2 else "forward")
+        if s["cell"] == "gru":
+            attrs["linear_before_reset"] = 1
+        op = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}[s["cell"]]
+        nodes.append(helper.make_node(op, [cur] + names, [f"Y{layer}"], **attrs))
+        # Y: (T, D, B, H) -> (T, B, D*H) for the next layer / the output
+        nodes.append(helper.make_node("Transpose", [f"Y{layer}"], [f"Yt{layer}"], perm=[0, 2, 1, 3]))
+        inits.append(numpy_helper.from_array(np.array([0, 0, -1], np.int64), f"shape{layer}"))
+        cur = "y" if layer == s["L"] - 1 else f"X{layer + 1}"
+        nodes.append(helper.make_node("Reshape", [f"Yt{layer}", f"shape{layer}"], [cur]))
+    graph = helper.make_graph(
+        nodes, "rnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [s["T"], s["B"], s["I"]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [s["T"], s["B"], D * H])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def _peers(threads):
+    peers = {}
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        peers["torch"] = torch
+    except ImportError:
+        pass
+    try:
+        import onnxruntime
+
+        peers["ort"] = onnxruntime
+    except ImportError:
+        pass
+    try:
+        import onnx  # noqa: F401 (needed to build the ORT graphs)
+    except ImportError:
+        peers.pop("ort", None)
+    return peers
+
+
+def _callables(s, peers, threads, rng):
+    """{framework: zero-argument callable} for one shape, after checking the outputs agree."""
+    x = rng.standard_normal((s["T"], s["B"], s["I"])).astype(np.float32)
+    calls, outputs = {}, {}
+    torch = peers.get("torch")
+    cls = {"lstm": LSTM, "gru": GRU, "rnn": RNN}[s["cell"]]
+    m = cls(s["I"], s["H"], num_layers=s["L"], bidirectional=s["D"] == 2, seed=0)
+    sd = m.state_dict()
+    if torch is not None:
+        tm = _torch_model(torch, s)
+        tm.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
+    training = s["mode"] == "training"
+    dy = rng.standard_normal((s["T"], s["B"], s["D"] * s["H"])).astype(np.float32)
+    if training:
+        def rf_call():
+            y, _, tape = m.forward(x, train=True)
+            m.backward(tape, dy)
+    else:
+        def rf_call():
+            m(x)
+    calls["rnnfast"] = rf_call
+    outputs["rnnfast"] = m(x)[0]
+
+    if torch is not None:
+        xt = torch.from_numpy(x)
+        dyt = torch.from_numpy(dy)
+        if training:
+            xg = xt.clone().requires_grad_(True)
+
+            def torch_call():
+                y, _ = tm(xg)
+                y.backward(dyt)
+        else:
+            def torch_call():
+                with torch.inference_mode():
+                    tm(xt)
+        calls["torch"] = torch_call
+        with torch.inference_mode():
+            outputs["torch"] = tm(xt)[0].numpy()
+    ort = peers.get("ort")
+    if ort is not None and not training:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(_onnx_model(s, sd), so, providers=["CPUExecutionProvider"])
+        feed = {"x": x}
+
+        def ort_call():
+            sess.run(None, feed)
+        calls["ort"] = ort_call
+        outputs["ort"] = sess.run(None, feed)[0]
+    ref = outputs["rnnfast"]
+    check = {k: float(np.max(np.abs(v - ref))) for k, v in outputs.items() if k != "rnnfast"}
+    return calls, check
+
+
+def _time_round(fn, inner):
+    t0 = time.perf_counter()
+    for _ in range(inner):
+        fn()
+    return (time.perf_counter() - t0) / inner
+
+
+def run_shape(s, peers, threads, rng, budget_s=1.5, min_rounds=5, max_rounds=25):
+    calls, check = _callables(s, peers, threads, rng)
+    inner = {}
+    for name, fn in calls.items():  # warm up, then size the inner loop to >= 2 ms per sample
+        fn()
+        t = _time_round(fn, 1)
+        inner[name] = max(1, min(1000, int(math.ceil(2e-3 / max(t, 1e-7)))))
+    samples = {k: [] for k in calls}
+    t_start = time.perf_counter()
+    for r in range(max_rounds):
+        for name, fn in calls.items():
+            samples[name].append(_time_round(fn, inner[name]))
+        if r + 1 >= min_rounds and time.perf_counter() - t_start > budget_s * len(calls):
+            break
+    result = {}
+    for name, ts in samples.items():
+        q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
+        med = statistics.median(ts)
+        result[name] = dict(median_s=med, iqr_rel=(q[2] - q[0]) / med, samples=len(ts))
+    return result, check
+
+
+def machine_info(threads):
+    peak = _core.core_fma_peak(threads, 0.3)
+    return dict(threads=threads, isa=_core.core_isa_name(), fma_peak_gflops=peak,
+                python=sys.version.split()[0], platform=platform.platform(),
+                processor=_cpu_name(), date=datetime.date.today().isoformat())
+
+
+def _cpu_name():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def run(sets=None, threads=None, budget_s=1.5, filter_text=None, progress=True, out=sys.stdout):
+    """Run the benchmark; returns a dict (machine info + one row per shape) and prints the table."""
+    all_sets = shape_sets()
+    sets = sets or list(all_sets)
+    unknown = [x for x in sets if x not in all_sets]
+    if unknown:
+        raise ValueError(f"unknown shape set(s) {unknown}; choose from {list(all_sets)}")
+    threads = threads or get_num_threads()
+    old_threads = get_num_threads()
+    set_num_threads(threads)
+    try:
+        peers = _peers(threads)
+        info = machine_info(threads)
+        info["peers"] = {"torch": getattr(peers.get("torch"), "__version__", None),
+                         "onnxruntime": getattr(peers.get("ort"), "__version__", None)}
+        bw_cache = {}
+        rows = []
+        shapes = [(name, s) for name in sets for s in all_sets[name]]
+        if filter_text:
+            shapes = [(n, s) for n, s in shapes if filter_text in shape_label(s) + " " + n]
+        rng = np.random.default_rng(0)
+        _print_header(info, out)
+        for i, (set_name, s) in enumerate(shapes):
+            if progress:
+                print(f"  [{i + 1}/{len(shapes)}] {shape_label(s)} {s['mode']} ...", end="\r",
+                      file=sys.stderr, flush=True)
+            res, check = run_shape(s, peers, threads, rng, budget_s=budget_s)
+            row = dict(set=set_name, label=shape_label(s), shape=s, times=res, check=check)
+            row.update(_derived(s, res, info, bw_cache, threads))
+            rows.append(row)
+            _print_row(row, out)
+        info["rows"] = rows
+        info["summary"] = _summary(rows)
+        _print_summary(info["summary"], out)
+        return info
+    finally:
+        set_num_threads(old_threads)
+
+
+def _derived(s, res, info, bw_cache, threads):
+    t = res["rnnfast"]["median_s"]
+    gflops = flops(s) / t / 1e9
+    peer_times = {k: v["median_s"] for k, v in res.items() if k != "rnnfast"}
+    best_peer = min(peer_times, key=peer_times.get) if peer_times else None
+    d = dict(gflops=gflops, peak_frac=gflops / info["fma_peak_gflops"], best_peer=best_peer,
+             speedup=(peer_times[best_peer] / t) if best_peer else None, bound="compute")
+    wbytes = recurrent_weight_bytes(s)
+    if s["B"] <= 4 and wbytes > L2_BYTES * threads:
+        key = 1 << int(math.ceil(math.log2(wbytes)))
+        if key not in bw_cache:
+            bw_cache[key] = _core.core_read_bandwidth(threads, key, 0.2)
+        bw = bw_cache[key] * 1e9
+        traffic = wbytes * s["T"] * (3 if s["mode"] == "training" else 1)
+        d.update(bound="memory", bandwidth_gbs=bw / 1e9, bw_frac=(traffic / bw) / t)
+    return d
+
+
+def _print_header(info, out):
+    print(f"rnnfast bench - {info['processor']}, {info['threads']} threads, path {info['isa']}, "
+          f"measured FMA peak {info['fma_peak_gflops']:.0f} GFLOP/s, {info['date']}", file=out)
+    print(f"peers: torch {info['peers']['torch']}, onnxruntime {info['peers']['onnxruntime']}",
+          file=out)
+    print(f"{'shape':<30} {'mode':<9} {'rnnfast ms':>14} {'torch ms':>14} {'ORT ms':>14} "
+          f"{'GFLOP/s':>8} {'%peak':>6} {'bound':>12} {'vs best':>8}", file=out)
+
+
+def _fmt_time(r):
+    if r is None:
+        return f"{'-':>14}"
+    return f"{r['median_s'] * 1e3:>8.3f} ±{100 * r['iqr_rel'] / 2:>3.0f}%"
+
+
+def _print_row(row, out):
+    t = row["times"]
+    bound = "compute" if row["bound"] == "compute" else f"mem {100 * row['bw_frac']:.0f}%bw"
+    sp = f"{row['speedup']:.2f}x" if row["speedup"] else "-"
+    print(f"{row['label']:<30} {row['shape']['mode']:<9} {_fmt_time(t['rnnfast'])} "
+          f"{_fmt_time(t.get('torch'))} {_fmt_time(t.get('ort'))} {row['gflops']:>8.1f} "
+          f"{100 * row['peak_frac']:>5.1f}% {bound:>12} {sp:>8}", file=out, flush=True)
+
+
+def _summary(rows):
+    sp = [r["speedup"] for r in rows if r["speedup"]]
+    return dict(shapes=len(rows), geomean_speedup=float(np.exp(np.mean(np.log(sp)))) if sp else None,
+                slower_than_best_peer=[r["label"] + " " + r["shape"]["mode"] for r in rows
+                                       if r["speedup"] and r["speedup"] < 1.0])
+
+
+def _print_summary(summ, out):
+    if summ["geomean_speedup"]:
+        print(f"geometric-mean speedup over the best peer: {summ['geomean_speedup']:.2f}x over "
+              f"{summ['shapes']} shapes; slower than the best peer on "
+              f"{len(summ['slower_than_best_peer'])}", file=out)
+
+
+def save_json(result, path):
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+
+
+def plot(result, path):
+    """Bar chart of the speedup over the best peer per shape (needs matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["rows"] if r["speedup"]]
+    labels = [f"{r['label']} {r['shape']['mode'][:5]}" for r in rows]
+    fig, ax = plt.subplots(figsize=(10, 0.28 * len(rows) + 1.5))
+    ax.barh(range(len(rows)), [r["speedup"] for r in rows],
+            color=["tab:green" if r["speedup"] >= 1 else "tab:red" for r in rows])
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("speedup of rnnfast over the best peer (x)")
+    ax.set_title(f"rnnfast vs PyTorch / ONNX Runtime, {result['threads']} threads, {result['date']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
