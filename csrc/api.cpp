@@ -182,6 +182,11 @@ double measure_read_bandwidth(int threads, int64_t bytes, double seconds) {
   return r / 1e9;
 }
 
+void eval_activation(int which, const float* x, float* y, int64_t n) {
+  if (which < 0 || which > 2) throw std::invalid_argument("activation must be 0, 1 or 2");
+  active_kernels().activation(which, x, y, n);
+}
+
 bool has_openmp() {
 #ifdef _OPENMP
   return true;

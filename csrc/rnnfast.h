@@ -84,6 +84,10 @@ bool has_openmp();
 double measure_fma_peak(int threads, double seconds);
 double measure_read_bandwidth(int threads, int64_t bytes, double seconds);
 
+// The float32 activations of the active path applied to n values (which: 0 sigmoid, 1 tanh,
+// 2 exp), for tests of their error bounds.
+void eval_activation(int which, const float* x, float* y, int64_t n);
+
 // Instruction-set path of the GEMM micro-kernels: "avx512", "avx2" or "generic".
 const char* isa_name();
 // Force a path; returns false (and changes nothing) if this CPU or build cannot run it.

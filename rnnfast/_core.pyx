@@ -57,6 +57,7 @@ cdef extern from "rnnfast.h" namespace "rnnfast":
     int threads_for_call(const Desc&) except +
     bint has_openmp()
     const char* isa_name()
+    void eval_activation(int, const float*, float*, int64_t) nogil except +
     double measure_fma_peak(int, double) nogil
     double measure_read_bandwidth(int, int64_t, double) nogil
     bint select_isa(const char*)
@@ -160,6 +161,19 @@ def core_read_bandwidth(int threads, int64_t nbytes, double seconds=0.2):
     with nogil:
         r = measure_read_bandwidth(threads, nbytes, seconds)
     return r
+
+
+def core_activation(int which, x, y):
+    """y = activation(x) for float32 C-contiguous arrays of the same size (which: 0 sigmoid,
+    1 tanh, 2 exp), computed by the active path's vectorised code."""
+    if x.dtype.char != "f" or y.dtype.char != "f" or x.size != y.size or \
+            not x.flags.c_contiguous or not y.flags.c_contiguous:
+        raise ValueError("x and y must be C-contiguous float32 arrays of the same size")
+    cdef const float* px = <const float*>_ptr(x)
+    cdef float* py = <float*>_ptr(y)
+    cdef int64_t n = x.size
+    with nogil:
+        eval_activation(which, px, py, n)
 
 
 def core_has_openmp():

@@ -538,6 +538,12 @@ void pack_entry(const Desc& d, const void* params, void* packed) {
     pack_t<double>(d, static_cast<const double*>(params), static_cast<double*>(packed));
 }
 
+void activation_entry(int which, const float* x, float* y, int64_t n) {
+#pragma GCC ivdep
+  for (int64_t i = 0; i < n; ++i)
+    y[i] = which == 0 ? Act<float>::sigmoid(x[i]) : which == 1 ? Act<float>::tanh(x[i]) : exp_f32(x[i]);
+}
+
 }  // namespace
 
 // The engine of this instruction set: micro-kernels and entry points.
@@ -555,6 +561,7 @@ KernelSet engine() {
   k.pack = &pack_entry;
   k.fma_loop = &probe_fma_loop;
   k.read_sum = &probe_read_sum;
+  k.activation = &activation_entry;
   return k;
 }
 

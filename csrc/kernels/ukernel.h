@@ -41,6 +41,9 @@ struct KernelSet {
   void (*pack)(const Desc&, const void*, void*);
   double (*fma_loop)(int64_t iters);                 // probes (kernels/probe_impl.h)
   double (*read_sum)(const float* p, int64_t n);
+  // Self-check of the float32 activations as the gate loops compile them: which = 0 sigmoid,
+  // 1 tanh, 2 exp.
+  void (*activation)(int which, const float* x, float* y, int64_t n);
 };
 
 namespace generic { KernelSet engine(); }
