@@ -17,6 +17,7 @@
 #include <cstring>
 #include <vector>
 
+#include "../barrier.h"
 #include "../cells.h"
 #include "../gemm.h"
 #include "../geometry.h"
@@ -119,6 +120,13 @@ LayerPtrs<T> layer_ptrs(const Geometry& g, idx l, idx d, const T* params, const 
   return p;
 }
 
+// The threads of one parallel region: who I am, how many we are, and the barrier we share.
+struct Team {
+  int tid, nth;
+  SpinBarrier* bar;
+  void sync() const { bar->wait(); }
+};
+
 inline bool row_active(const int64_t* len, idx b, idx t) { return !len || t < len[b]; }
 
 // Gate math of units [j0, j1) of one batch row (all pointers indexed by unit; gh by unit too, i.e.
@@ -160,7 +168,8 @@ inline void backward_units(idx j0, idx j1, T* dh_cur, const T* dy, const T* hp, 
 template <class T, class Cell>
 void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, const T* xin,
                        T* yout, const T* h0, const T* c0, T* hn, T* cn, const int64_t* len,
-                       T* gx, T* hbuf, T* cbuf, int tid, int nth) {
+                       T* gx, T* hbuf, T* cbuf, const Team& team) {
+  const int tid = team.tid, nth = team.nth;
   const Kern<T> kern = kern_for<T>();
   const int mr = kern.mr, nr = g.nr;
   const idx T_ = g.T, B = g.B, H = g.H, GH = g.GH, DH = g.DH, S = g.S, in = g.in_size(l);
@@ -173,7 +182,7 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
     split(T_ * B, tid, nth, &r0, &r1);
     for (idx r = r0; r < r1; ++r) std::memcpy(gx + r * GH, P.bih, sizeof(T) * GH);
   }
-  RF_BARRIER
+  team.sync();
   gemm_mt<T>(kern, tid, nth, T_ * B, GH, in, xin, in, 1, P.pk_wihT, gx, GH, true);
 
   // This thread's hidden units: blocks [u0, u1) of nr units, i.e. units [j0, j1).
@@ -188,7 +197,7 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
       hinit[b * H + j] = h0 ? h0[b * H + j] : T(0);
       if (cinit) cinit[b * H + j] = c0 ? c0[b * H + j] : T(0);
     }
-  RF_BARRIER
+  team.sync();
 
   alignas(64) T tile[8 * 4 * 64];  // mr x (G*nr) recurrent pre-activations of one tile
   for (idx s = 0; s < T_; ++s) {
@@ -233,7 +242,7 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
         }
       }
     }
-    RF_BARRIER
+    team.sync();
   }
 
   const T* hfin = train ? P.hs + (rev ? 0 : T_) * B * H : hbuf + (T_ & 1) * B * H;
@@ -256,7 +265,8 @@ template <class T, class Cell>
 void backward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, const T* xin,
                         const T* dyl, const T* dhn, const T* dcn, T* dh0, T* dc0,
                         const int64_t* len, T* dp, T* dxin, bool dx_accumulate, T* dgx, T* dgh,
-                        T* dhbuf, T* dcbuf, T* packbuf, int tid, int nth) {
+                        T* dhbuf, T* dcbuf, T* packbuf, const Team& team) {
+  const int tid = team.tid, nth = team.nth;
   const Kern<T> kern = kern_for<T>();
   const int mr = kern.mr, nr = g.nr;
   const idx T_ = g.T, B = g.B, H = g.H, GH = g.GH, DH = g.DH, S = g.S, in = g.in_size(l);
@@ -310,7 +320,7 @@ void backward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, 
           }
       }
     }
-    RF_BARRIER
+    team.sync();
     // Phase B (own units): dL/dh_{t-1} = dG_t W_hh (+ the bypass part).
     for (idx u = u0; u < u1; ++u) {
       const idx ju0 = u * nr, ju1 = std::min(H, ju0 + nr);
@@ -332,7 +342,7 @@ void backward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, 
       dh0[b * H + j] = dh_cur[b * H + j];
       if (dc0) dc0[b * H + j] = dcbuf[b * H + j];
     }
-  RF_BARRIER
+  team.sync();
 
   T* dwih = dp + g.param_off(l, d);
   T* dwhh = dwih + GH * in;
@@ -353,12 +363,12 @@ void backward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, 
   }
   // dW_ih += dGx^T X   (GH x In, summed over all T*B rows)
   pack_b_rowmajor_mt<T>(tid, nth, TB, in, xin, in, nr, packbuf);
-  RF_BARRIER
+  team.sync();
   gemm_mt<T>(kern, tid, nth, GH, in, TB, dgx, 1, GH, packbuf, dwih, in, true);
-  RF_BARRIER
+  team.sync();
   // dW_hh += dGh^T H_prev, H_prev = the (T*B, H) block of previous states (see Geometry::hs)
   pack_b_rowmajor_mt<T>(tid, nth, TB, H, P.hs + (rev ? B * H : 0), H, nr, packbuf);
-  RF_BARRIER
+  team.sync();
   gemm_mt<T>(kern, tid, nth, GH, H, TB, dgh, 1, GH, packbuf, dwhh, H, true);
   // dX (+)= dGx W_ih
   gemm_mt<T>(kern, tid, nth, TB, in, GH, dgx, GH, 1, P.pk_wih, dxin, in, dx_accumulate);
@@ -402,11 +412,16 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
       const T* c0 = a.c0 ? static_cast<const T*>(a.c0) + so : nullptr;
       T* hn = static_cast<T*>(a.hn) + so;
       T* cn = a.cn ? static_cast<T*>(a.cn) + so : nullptr;
+      SpinBarrier bar(nt);
 #pragma omp parallel num_threads(nt)
       {
         DenormalGuard<T> guard;
+        // OpenMP may grant fewer threads than asked for (nesting, thread limits): size the barrier
+        // from the team actually running.
+#pragma omp single
+        bar.reset(thread_count());
         forward_direction<T, Cell>(g, l, d, P, xin, yout, h0, c0, hn, cn, a.lengths, gx,
-                                   hbuf, cbuf, thread_id(), thread_count());
+                                   hbuf, cbuf, Team{thread_id(), thread_count(), &bar});
       }
     }
     if (l < g.L - 1 && mask) scale_by_mask<T>(TB * g.DH, yout, mask + l * TB * g.DH, nt);
@@ -447,12 +462,17 @@ void backward_t(const Desc& desc, const ForwardArgs& f, const BackwardArgs& bw) 
       const T* dcn = bw.dcn ? static_cast<const T*>(bw.dcn) + so : nullptr;
       T* dh0 = static_cast<T*>(bw.dh0) + so;
       T* dc0 = bw.dc0 ? static_cast<T*>(bw.dc0) + so : nullptr;
+      SpinBarrier bar(nt);
 #pragma omp parallel num_threads(nt)
       {
         DenormalGuard<T> guard;
+        // OpenMP may grant fewer threads than asked for (nesting, thread limits): size the barrier
+        // from the team actually running.
+#pragma omp single
+        bar.reset(thread_count());
         backward_direction<T, Cell>(g, l, d, P, xin, dyl, dhn, dcn, dh0, dc0, f.lengths, dp,
                                     dxin, d > 0, dgx, dgh, dhbuf, dcbuf, packbuf,
-                                    thread_id(), thread_count());
+                                    Team{thread_id(), thread_count(), &bar});
       }
     }
     if (l > 0 && mask) scale_by_mask<T>(TB * g.DH, dxin, mask + (l - 1) * TB * g.DH, nt);
