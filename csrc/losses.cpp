@@ -245,7 +245,7 @@ double softmax_cross_entropy_impl(const T* logits, const int64_t* targets, int64
   std::vector<double> block_sum(static_cast<size_t>(nblocks), 0.0);
   const bool parallel = nblocks > 1 && n * c >= kParallelMinElements;
   const int nt = get_num_threads();
-  (void)nt;
+  (void)nt;        // only the OpenMP pragma reads these two; without OpenMP they are unused
   (void)parallel;
 
 #pragma omp parallel for num_threads(nt) schedule(static) if (parallel)

@@ -24,8 +24,9 @@ cdef inline void* _ptr(object a):
     return cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
-def nn_softmax_cross_entropy(cnp.ndarray logits, cnp.ndarray targets, int64_t ignore_index,
-                             double label_smoothing, double grad_scale, row_loss, dlogits):
+def nn_softmax_cross_entropy(cnp.ndarray logits not None, cnp.ndarray targets not None,
+                             int64_t ignore_index, double label_smoothing, double grad_scale,
+                             row_loss, dlogits):
     """Sum of the row losses; fills ``row_loss`` (N,) and ``dlogits`` (N, C) when given."""
     cdef int64_t n = logits.shape[0]
     cdef int64_t c = logits.shape[1]
