@@ -1,9 +1,9 @@
 """Side-by-side benchmark of rnnfast against PyTorch and ONNX Runtime (the `rnnfast bench` command).
 
 Every framework runs in this process with the same thread count, on the same float32 weights and
-inputs; outputs are cross-checked before timing. Calls are interleaved round by round (rnnfast,
-torch, ORT, rnnfast, ...) so that drift in a shared machine's speed hits every framework alike;
-each cell of the table is the median over rounds with the interquartile spread.
+inputs; outputs are cross-checked before timing. Each framework is timed in its own block of
+rounds (see run_shape); each cell of the table is the median over rounds, with the interquartile
+range as the spread (printed as +-half of it, in percent of the median).
 
 Columns: effective GFLOP/s counts the GEMM work (2 flops per multiply-add; training = 3x forward),
 `%peak` divides it by the FMA peak that the core measures on this machine with the same threads,
@@ -215,21 +215,23 @@ def _time_round(fn, inner):
 
 
 def run_shape(s, peers, threads, rng, budget_s=1.5, min_rounds=5, max_rounds=25):
+    """Time each framework in its own block of rounds. Blocks, not interleaved calls: every
+    framework here keeps worker threads that spin for a while after a call (libgomp, OpenBLAS,
+    ORT's pool); interleaving would bill each framework for the previous one's spinning threads
+    on a machine with few cores. A short pause before each block lets them park."""
     calls, check = _callables(s, peers, threads, rng)
-    inner = {}
-    for name, fn in calls.items():  # warm up, then size the inner loop to >= 2 ms per sample
-        fn()
-        t = _time_round(fn, 1)
-        inner[name] = max(1, min(1000, int(math.ceil(2e-3 / max(t, 1e-7)))))
-    samples = {k: [] for k in calls}
-    t_start = time.perf_counter()
-    for r in range(max_rounds):
-        for name, fn in calls.items():
-            samples[name].append(_time_round(fn, inner[name]))
-        if r + 1 >= min_rounds and time.perf_counter() - t_start > budget_s * len(calls):
-            break
     result = {}
-    for name, ts in samples.items():
+    for name, fn in calls.items():
+        time.sleep(0.05)
+        fn()  # warm up, then size the inner loop to >= 2 ms per sample
+        t = _time_round(fn, 1)
+        inner = max(1, min(1000, int(math.ceil(2e-3 / max(t, 1e-7)))))
+        ts = []
+        t_start = time.perf_counter()
+        while len(ts) < max_rounds:
+            ts.append(_time_round(fn, inner))
+            if len(ts) >= min_rounds and time.perf_counter() - t_start > budget_s:
+                break
         q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
         med = statistics.median(ts)
         result[name] = dict(median_s=med, iqr_rel=(q[2] - q[0]) / med, samples=len(ts))

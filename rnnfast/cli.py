@@ -1,4 +1,8 @@
-"""The `rnnfast` command line: `rnnfast bench` (and `python -m rnnfast bench`)."""
+"""The `rnnfast` command line (also `python -m rnnfast`):
+
+  rnnfast demo    train a character-level LSTM language model and generate text
+  rnnfast bench   time rnnfast against PyTorch and ONNX Runtime side by side
+"""
 import argparse
 import sys
 
@@ -21,11 +25,50 @@ def _bench(args):
     return 0
 
 
+def _demo(args):
+    from . import demo
+    from ._threads import set_num_threads
+
+    if args.threads:
+        set_num_threads(args.threads)
+    demo.run(text_path=args.text, minutes=args.minutes, hidden=args.hidden, layers=args.layers,
+             batch=args.batch, seq_len=args.seq_len, lr=args.lr, seed=args.seed,
+             generate=args.generate, temperature=args.temperature, save=args.save,
+             prefix=args.prefix, quiet=args.quiet)
+    return 0
+
+
+def _positive(kind):
+    def parse(text):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    return parse
+
+
 def main(argv=None):
     from .benchmark import shape_sets
 
     parser = argparse.ArgumentParser(prog="rnnfast", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo", help="train a character-level LSTM language model, then generate")
+    d.add_argument("--text", default=None, help="UTF-8 text file to learn (default: bundled corpus)")
+    d.add_argument("--minutes", type=_positive(float), default=0.75,
+                   help="training time budget in minutes (default 0.75)")
+    d.add_argument("--hidden", type=_positive(int), default=256, help="LSTM hidden size (256)")
+    d.add_argument("--layers", type=_positive(int), default=1, help="LSTM layers (1)")
+    d.add_argument("--batch", type=_positive(int), default=32, help="parallel streams (32)")
+    d.add_argument("--seq-len", type=_positive(int), default=64, help="BPTT chunk length (64)")
+    d.add_argument("--lr", type=_positive(float), default=3e-3, help="Adam learning rate (3e-3)")
+    d.add_argument("--seed", type=int, default=0, help="seed for init and sampling (0)")
+    d.add_argument("--generate", type=int, default=400, help="characters to generate (400)")
+    d.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0.7)")
+    d.add_argument("--prefix", default="The ", help="text the generation starts from")
+    d.add_argument("--threads", type=int, default=None, help="threads (default: all CPUs)")
+    d.add_argument("--save", default=None, help="save the trained model to this .npz file")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    d.set_defaults(func=_demo)
     b = sub.add_parser("bench", help="time rnnfast against PyTorch and ONNX Runtime side by side")
     b.add_argument("--set", action="append", choices=list(shape_sets()),
                    help="shape set to run (repeatable; default: all)")
