@@ -9,9 +9,12 @@ import warnings as _warnings
 from . import _core
 from ._rnn import GRU, LSTM, RNN, Tape
 from ._threads import build_info, default_num_threads, get_num_threads, set_num_threads
+from . import optim
+from .clip import clip_grad_norm, clip_grad_value
 
 __version__ = "0.1.0"
-__all__ = ["RNN", "LSTM", "GRU", "Tape", "set_num_threads", "get_num_threads", "build_info"]
+__all__ = ["RNN", "LSTM", "GRU", "Tape", "set_num_threads", "get_num_threads", "build_info",
+           "optim", "clip_grad_norm", "clip_grad_value"]
 
 set_num_threads(default_num_threads())
 
