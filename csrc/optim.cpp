@@ -57,14 +57,14 @@ void sgd_t(idx n, T* __restrict p, const T* __restrict grad, T* __restrict buf, 
   }
 }
 
-template <class T>
+template <class T, bool kAmsgrad>
 void adam_t(idx n, T* __restrict p, const T* __restrict grad, T* __restrict m, T* __restrict v,
             T* __restrict vmax, const AdamArgs& a) {
   const T decay_factor = T(a.decay_factor), wd = T(a.weight_decay);
   const T w1 = T(a.one_minus_beta1), b2 = T(a.beta2), w2 = T(a.one_minus_beta2);
   const T bc2 = T(a.bias_correction2_sqrt), eps = T(a.eps), neg_step = T(-a.step_size);
   const bool decoupled = a.decay_factor != 1, coupled = a.weight_decay != 0;
-  const bool small_w1 = std::abs(w1) < T(0.5), amsgrad = a.amsgrad;
+  const bool small_w1 = std::abs(w1) < T(0.5);
   const int nt = get_num_threads();
 #pragma omp parallel for num_threads(nt) schedule(static) if (n >= kMinParallel)
   for (idx i = 0; i < n; ++i) {
@@ -77,7 +77,7 @@ void adam_t(idx n, T* __restrict p, const T* __restrict grad, T* __restrict m, T
     T vi = v[i] * b2;
     vi = vi + (w2 * g) * g;
     v[i] = vi;
-    if (amsgrad) {
+    if (kAmsgrad) {
       vi = nan_max(vmax[i], vi);
       vmax[i] = vi;
     }
@@ -86,13 +86,12 @@ void adam_t(idx n, T* __restrict p, const T* __restrict grad, T* __restrict m, T
   }
 }
 
-template <class T>
+template <class T, bool kCentered, bool kMomentum>
 void rmsprop_t(idx n, T* __restrict p, const T* __restrict grad, T* __restrict sq,
                T* __restrict ga, T* __restrict buf, const RmspropArgs& a) {
   const T wd = T(a.weight_decay), alpha = T(a.alpha), w = T(a.one_minus_alpha);
   const T eps = T(a.eps), mom = T(a.momentum), neg_lr = T(-a.lr);
-  const bool decay = a.weight_decay != 0, centered = a.centered, use_mom = a.momentum > 0;
-  const bool small_w = std::abs(w) < T(0.5);
+  const bool decay = a.weight_decay != 0, small_w = std::abs(w) < T(0.5);
   const int nt = get_num_threads();
 #pragma omp parallel for num_threads(nt) schedule(static) if (n >= kMinParallel)
   for (idx i = 0; i < n; ++i) {
@@ -102,7 +101,7 @@ void rmsprop_t(idx n, T* __restrict p, const T* __restrict grad, T* __restrict s
     s = s + (w * g) * g;
     sq[i] = s;
     T avg;
-    if (centered) {
+    if (kCentered) {
       const T gi = lerp(ga[i], g, w, small_w);
       ga[i] = gi;
       avg = std::sqrt(s + (T(-1) * gi) * gi);
@@ -110,7 +109,7 @@ void rmsprop_t(idx n, T* __restrict p, const T* __restrict grad, T* __restrict s
       avg = std::sqrt(s);
     }
     avg = avg + eps;
-    if (use_mom) {
+    if (kMomentum) {
       const T b = buf[i] * mom + g / avg;
       buf[i] = b;
       p[i] = p[i] + neg_lr * b;
@@ -217,6 +216,33 @@ const T* as(const void* ptr) {
   return static_cast<const T*>(ptr);
 }
 
+// The flags that decide which state buffers a step touches are template parameters: a loop with
+// a conditional load or store does not vectorise, one with a loop-invariant select can. (With
+// GCC the sqrt loops still stay scalar unless the file is built with -fno-math-errno: errno on a
+// negative argument is a side effect the vectoriser must keep.)
+template <class T>
+void adam_dispatch(idx n, void* p, const void* g, void* m, void* v, void* vmax,
+                   const AdamArgs& a) {
+  if (a.amsgrad)
+    adam_t<T, true>(n, as<T>(p), as<T>(g), as<T>(m), as<T>(v), as<T>(vmax), a);
+  else
+    adam_t<T, false>(n, as<T>(p), as<T>(g), as<T>(m), as<T>(v), nullptr, a);
+}
+
+template <class T>
+void rmsprop_dispatch(idx n, void* p, const void* g, void* sq, void* ga, void* buf,
+                      const RmspropArgs& a) {
+  const bool mom = a.momentum > 0;
+  if (a.centered && mom)
+    rmsprop_t<T, true, true>(n, as<T>(p), as<T>(g), as<T>(sq), as<T>(ga), as<T>(buf), a);
+  else if (a.centered)
+    rmsprop_t<T, true, false>(n, as<T>(p), as<T>(g), as<T>(sq), as<T>(ga), nullptr, a);
+  else if (mom)
+    rmsprop_t<T, false, true>(n, as<T>(p), as<T>(g), as<T>(sq), nullptr, as<T>(buf), a);
+  else
+    rmsprop_t<T, false, false>(n, as<T>(p), as<T>(g), as<T>(sq), nullptr, nullptr, a);
+}
+
 }  // namespace
 
 void sgd_step(int32_t dtype, int64_t n, void* param, const void* grad, void* momentum_buf,
@@ -232,22 +258,18 @@ void adam_step(int32_t dtype, int64_t n, void* param, const void* grad, void* ex
                void* exp_avg_sq, void* max_exp_avg_sq, const AdamArgs& a) {
   check_dtype(dtype);
   if (dtype == kF32)
-    adam_t<float>(n, as<float>(param), as<float>(grad), as<float>(exp_avg), as<float>(exp_avg_sq),
-                  as<float>(max_exp_avg_sq), a);
+    adam_dispatch<float>(n, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, a);
   else
-    adam_t<double>(n, as<double>(param), as<double>(grad), as<double>(exp_avg),
-                   as<double>(exp_avg_sq), as<double>(max_exp_avg_sq), a);
+    adam_dispatch<double>(n, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, a);
 }
 
 void rmsprop_step(int32_t dtype, int64_t n, void* param, const void* grad, void* square_avg,
                   void* grad_avg, void* momentum_buf, const RmspropArgs& a) {
   check_dtype(dtype);
   if (dtype == kF32)
-    rmsprop_t<float>(n, as<float>(param), as<float>(grad), as<float>(square_avg),
-                     as<float>(grad_avg), as<float>(momentum_buf), a);
+    rmsprop_dispatch<float>(n, param, grad, square_avg, grad_avg, momentum_buf, a);
   else
-    rmsprop_t<double>(n, as<double>(param), as<double>(grad), as<double>(square_avg),
-                      as<double>(grad_avg), as<double>(momentum_buf), a);
+    rmsprop_dispatch<double>(n, param, grad, square_avg, grad_avg, momentum_buf, a);
 }
 
 void adagrad_step(int32_t dtype, int64_t n, void* param, const void* grad, void* state_sum,
