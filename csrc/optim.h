@@ -49,7 +49,7 @@ struct RmspropArgs {
   double lr = 0, alpha = 0, one_minus_alpha = 0, eps = 0, weight_decay = 0, momentum = 0;
   bool centered = false;
 };
-// square_avg: IN/OUT; grad_avg (centered only) and momentum_buf (momentum > 0 only): IN/OUT or null.
+// square_avg: IN/OUT; grad_avg (centered only), momentum_buf (momentum > 0 only): IN/OUT or null.
 void rmsprop_step(int32_t dtype, int64_t n, void* param, const void* grad, void* square_avg,
                   void* grad_avg, void* momentum_buf, const RmspropArgs& a);
 

@@ -114,7 +114,7 @@ def adagrad(param, grad, state_sum, double clr, double weight_decay, double eps)
 
 
 def norm_pow_sum(grad, double p):
-    """sum |g|^p (or max |g| for p = inf) over a flat buffer, in double, thread-count independent."""
+    """sum |g|^p (max |g| for p = inf) over a flat buffer, in double, thread-count independent."""
     cdef int32_t dt = _dtype(grad)
     cdef int64_t n = grad.size
     cdef const void* g = _ptr(grad)

@@ -1,4 +1,4 @@
-"""Gradient clipping with ``torch.nn.utils``'s semantics: ``clip_grad_norm`` and ``clip_grad_value``.
+"""Gradient clipping with ``torch.nn.utils``' semantics: ``clip_grad_norm``, ``clip_grad_value``.
 
 Both take a model (anything with a flat numpy ``grads`` buffer), a gradient array, or a list of
 them, and work in place on the gradient buffers. The norm is one pass per buffer in C++,
