@@ -9,13 +9,15 @@ import warnings as _warnings
 from . import _core
 from ._rnn import GRU, LSTM, RNN, Tape
 from ._threads import build_info, default_num_threads, get_num_threads, set_num_threads
-from . import init, losses, sampling
+from . import init, losses, optim, sampling
+from .clip import clip_grad_norm, clip_grad_value
 from .layers import Embedding, Linear
 from .model import SequenceModel
 
 __version__ = "0.1.0"
 __all__ = ["RNN", "LSTM", "GRU", "Tape", "set_num_threads", "get_num_threads", "build_info",
-           "Embedding", "Linear", "SequenceModel", "losses", "init", "sampling"]
+           "Embedding", "Linear", "SequenceModel", "losses", "init", "sampling", "optim",
+           "clip_grad_norm", "clip_grad_value"]
 
 set_num_threads(default_num_threads())
 

@@ -49,15 +49,15 @@ cdef extern from "rnnfast.h" namespace "rnnfast":
     int64_t param_count(const Desc&) except +
     int64_t workspace_size(const Desc&) except +
     int64_t packed_size(const Desc&) except +
-    void pack_weights(const Desc&, const void*, void*) nogil except +
-    void forward(const Desc&, const ForwardArgs&) nogil except +
-    void backward(const Desc&, const ForwardArgs&, const BackwardArgs&) nogil except +
+    void pack_weights(const Desc&, const void*, void*) except + nogil
+    void forward(const Desc&, const ForwardArgs&) except + nogil
+    void backward(const Desc&, const ForwardArgs&, const BackwardArgs&) except + nogil
     void set_num_threads(int) except +
     int get_num_threads()
     int threads_for_call(const Desc&) except +
     bint has_openmp()
     const char* isa_name()
-    void eval_activation(int, const float*, float*, int64_t) nogil except +
+    void eval_activation(int, const float*, float*, int64_t) except + nogil
     double measure_fma_peak(int, double) nogil
     double measure_read_bandwidth(int, int64_t, double) nogil
     bint select_isa(const char*)
