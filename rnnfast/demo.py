@@ -109,7 +109,7 @@ def run(text_path=None, minutes=1.0, hidden=256, layers=1, batch=32, seq_len=64,
         bits = float(loss) / math.log(2)
         ema = bits if ema is None else 0.95 * ema + 0.05 * bits
         elapsed = time.perf_counter() - t0
-        if step == 5:  # re-estimate the number of steps the budget allows, for the bar
+        if step == 5 or step >= bar.total:  # re-estimate the steps the budget allows, for the bar
             bar.total = max(step + 1, int(budget / (elapsed / step)))
         bar.set_postfix_str(f"loss {float(loss):.3f} bits/char {ema:.3f} "
                             f"{seen / elapsed:,.0f} chars/s")

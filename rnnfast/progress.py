@@ -17,7 +17,7 @@ class _Bar:
     def update(self, k=1):
         self.n += k
         now = time.perf_counter()
-        if now - self._last >= (0.2 if self.tty else 5.0) or self.n >= self.total:
+        if now - self._last >= (0.2 if self.tty else 5.0) or self.n == self.total:
             self._last = now
             self._draw(now)
 
