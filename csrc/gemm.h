@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "kernels/ukernel.h"
 
@@ -56,14 +57,34 @@ constexpr idx kKC = 256;
 constexpr idx kMC = 96;
 constexpr idx kNC = 512;
 
+// Copy the A block rows [i0, i1) x k [p0, p0 + kc) into panels of mr rows: panel q holds
+// a(i0 + q*mr + r, p0 + k) at out[q*kc*mr + k*mr + r] (rows past i1 are zero).
+template <class T>
+void pack_a_block(const T* a, idx rsa, idx csa, idx i0, idx i1, idx p0, int kc, int mr, T* out) {
+  for (idx i = i0, q = 0; i < i1; i += mr, ++q) {
+    T* dst = out + q * kc * mr;
+    const idx rows = std::min<idx>(mr, i1 - i);
+    for (int k = 0; k < kc; ++k) {
+      const T* src = a + i * rsa + (p0 + k) * csa;
+      for (idx r = 0; r < rows; ++r) dst[k * mr + r] = src[r * rsa];
+      for (idx r = rows; r < mr; ++r) dst[k * mr + r] = T(0);
+    }
+  }
+}
+
 // C[M x N] (=|+=) A[M x K] * B[K x N], B packed (packed_b_size(K, N, nr)); a(i,k) = a[i*rsa+k*csa].
 // The (MC x NC) tiles of C are dealt to threads; within a tile the k loop runs in fixed KC chunks.
+// A row-major A is read in place; any other A (e.g. transposed, whose rows are a cache line
+// apart) is first copied into mr-row panels per (tile, KC chunk), a thread-local copy.
 template <class T>
 void gemm_mt(const Kern<T>& kern, int tid, int nth, idx M, idx N, idx K, const T* a, idx rsa,
              idx csa, const T* bp, T* c, idx ldc, bool accumulate) {
   const int mr = kern.mr, nr = kern.nr;
   const idx mc = round_up(kMC, mr), nc = round_up(kNC, nr);
   const idx mt = ceil_div(M, mc), nt = ceil_div(N, nc);
+  const bool pack_a = csa != 1;
+  static thread_local std::vector<T> apack;
+  if (pack_a && (idx)apack.size() < mc * kKC) apack.resize(mc * kKC);
   idx t0, t1;
   split(mt * nt, tid, nth, &t0, &t1);
   for (idx t = t0; t < t1; ++t) {
@@ -72,12 +93,17 @@ void gemm_mt(const Kern<T>& kern, int tid, int nth, idx M, idx N, idx K, const T
     for (idx pc = 0; pc < K; pc += kKC) {
       const int kc = (int)std::min<idx>(kKC, K - pc);
       const bool acc = accumulate || pc > 0;
+      if (pack_a) pack_a_block(a, rsa, csa, ib, ie, pc, kc, mr, apack.data());
       for (idx j = jb; j < je; j += nr) {
         const T* bpanel = bp + (j / nr) * K * nr + pc * nr;
         const int n = (int)std::min<idx>(nr, je - j);
         for (idx i = ib; i < ie; i += mr) {
           const int m = (int)std::min<idx>(mr, ie - i);
-          kern.fn(kc, a + i * rsa + pc * csa, rsa, csa, bpanel, c + i * ldc + j, ldc, m, n, acc);
+          if (pack_a)
+            kern.fn(kc, apack.data() + (i - ib) * kc, 1, mr, bpanel, c + i * ldc + j, ldc, m, n,
+                    acc);
+          else
+            kern.fn(kc, a + i * rsa + pc * csa, rsa, csa, bpanel, c + i * ldc + j, ldc, m, n, acc);
         }
       }
     }
