@@ -4,7 +4,8 @@
 // have no branches on data or pointers, so those loops vectorise.
 //
 // Conventions for one unit j of one batch row (gate g of the pre-activations sits at g*gs + j):
-//   gx   input projection W_ih x_t + b_ih          (stride gs between gates)
+//   gx   input projection W_ih x_t                 (stride gs between gates)
+//   bx   b_ih                                        (stride gs)
 //   gh   recurrent projection W_hh h_{t-1}          (stride ts between gates, from the GEMM tile)
 //   bh   b_hh                                        (stride gs)
 //   st   what backward needs from this step         (stride gs; S values per unit), written only
@@ -22,15 +23,15 @@ namespace rnnfast {
 
 using std::ptrdiff_t;
 
-// Elman RNN, h_t = act(gx + gh + b_hh). Stores nothing: act' is recovered from h_t.
+// Elman RNN, h_t = act(gx + b_ih + gh + b_hh). Stores nothing: act' is recovered from h_t.
 template <class T, bool Relu>
 struct RnnCell {
   static constexpr int G = 1, S = 0;
   static constexpr bool kHasC = false, kSplitGh = false;
   template <bool Store>
-  static inline void fwd(const T* gx, const T* gh, ptrdiff_t, const T* bh, ptrdiff_t, T, T, T* h,
-                         T*, T*) {
-    const T a = gx[0] + gh[0] + bh[0];
+  static inline void fwd(const T* gx, const T* bx, const T* gh, ptrdiff_t, const T* bh, ptrdiff_t,
+                         T, T, T* h, T*, T*) {
+    const T a = (gx[0] + bx[0]) + (gh[0] + bh[0]);
     // relu keeps NaN (a comparison with NaN is false, so a != a selects a)
     *h = Relu ? (a > T(0) ? a : (a != a ? a : T(0))) : Act<T>::tanh(a);
   }
@@ -48,12 +49,12 @@ struct LstmCell {
   static constexpr int G = 4, S = 4;
   static constexpr bool kHasC = true, kSplitGh = false;
   template <bool Store>
-  static inline void fwd(const T* gx, const T* gh, ptrdiff_t ts, const T* bh, ptrdiff_t gs, T,
-                         T cprev, T* h, T* c, T* st) {
-    const T i = Act<T>::sigmoid(gx[0] + gh[0] + bh[0]);
-    const T f = Act<T>::sigmoid(gx[gs] + gh[ts] + bh[gs]);
-    const T g = Act<T>::tanh(gx[2 * gs] + gh[2 * ts] + bh[2 * gs]);
-    const T o = Act<T>::sigmoid(gx[3 * gs] + gh[3 * ts] + bh[3 * gs]);
+  static inline void fwd(const T* gx, const T* bx, const T* gh, ptrdiff_t ts, const T* bh,
+                         ptrdiff_t gs, T, T cprev, T* h, T* c, T* st) {
+    const T i = Act<T>::sigmoid((gx[0] + bx[0]) + (gh[0] + bh[0]));
+    const T f = Act<T>::sigmoid((gx[gs] + bx[gs]) + (gh[ts] + bh[gs]));
+    const T g = Act<T>::tanh((gx[2 * gs] + bx[2 * gs]) + (gh[2 * ts] + bh[2 * gs]));
+    const T o = Act<T>::sigmoid((gx[3 * gs] + bx[3 * gs]) + (gh[3 * ts] + bh[3 * gs]));
     const T cn = f * cprev + i * g;
     *c = cn;
     *h = o * Act<T>::tanh(cn);
@@ -80,19 +81,19 @@ struct LstmCell {
   }
 };
 
-// GRU, PyTorch form: r, z from gx + gh + b_hh; n = tanh(gx_n + r * (gh_n + b_hn));
+// GRU, PyTorch form: r, z from gx + b_ih + gh + b_hh; n = tanh(gx_n + b_in + r * (gh_n + b_hn));
 // h_t = (1 - z) n + z h_{t-1}. Stores r, z, n and (gh_n + b_hn).
 template <class T>
 struct GruCell {
   static constexpr int G = 3, S = 4;
   static constexpr bool kHasC = false, kSplitGh = true;
   template <bool Store>
-  static inline void fwd(const T* gx, const T* gh, ptrdiff_t ts, const T* bh, ptrdiff_t gs,
-                         T hprev, T, T* h, T*, T* st) {
-    const T r = Act<T>::sigmoid(gx[0] + gh[0] + bh[0]);
-    const T z = Act<T>::sigmoid(gx[gs] + gh[ts] + bh[gs]);
+  static inline void fwd(const T* gx, const T* bx, const T* gh, ptrdiff_t ts, const T* bh,
+                         ptrdiff_t gs, T hprev, T, T* h, T*, T* st) {
+    const T r = Act<T>::sigmoid((gx[0] + bx[0]) + (gh[0] + bh[0]));
+    const T z = Act<T>::sigmoid((gx[gs] + bx[gs]) + (gh[ts] + bh[gs]));
     const T hn = gh[2 * ts] + bh[2 * gs];
-    const T n = Act<T>::tanh(gx[2 * gs] + r * hn);
+    const T n = Act<T>::tanh((gx[2 * gs] + bx[2 * gs]) + r * hn);
     *h = (T(1) - z) * n + z * hprev;
     if constexpr (Store) {
       st[0] = r;

@@ -132,13 +132,14 @@ inline bool row_active(const int64_t* len, idx b, idx t) { return !len || t < le
 // Gate math of units [j0, j1) of one batch row (all pointers indexed by unit; gh by unit too, i.e.
 // already offset by -j0 into the tile). Branch-free so that it vectorises.
 template <class T, class Cell, bool Store>
-inline void forward_units(idx j0, idx j1, const T* gx, const T* gh, idx ts, const T* bh, idx gs,
-                          const T* hp, const T* cp, T* hn, T* cn, T* st, T* y) {
+inline void forward_units(idx j0, idx j1, const T* gx, const T* bx, const T* gh, idx ts,
+                          const T* bh, idx gs, const T* hp, const T* cp, T* hn, T* cn, T* st,
+                          T* y) {
 #pragma GCC ivdep
   for (idx j = j0; j < j1; ++j) {
     T h, c;
-    Cell::template fwd<Store>(gx + j, gh + j, ts, bh + j, gs, hp[j], Cell::kHasC ? cp[j] : T(0),
-                              &h, &c, st + j);
+    Cell::template fwd<Store>(gx + j, bx + j, gh + j, ts, bh + j, gs, hp[j],
+                              Cell::kHasC ? cp[j] : T(0), &h, &c, st + j);
     hn[j] = h;
     y[j] = h;
     if constexpr (Cell::kHasC) cn[j] = c;
@@ -176,14 +177,9 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
   constexpr int G = Cell::G;
   const bool rev = d == 1, train = P.hs != nullptr;
 
-  // Input projection for all steps: gx = b_ih, then gx += xin W_ih^T.
-  {
-    idx r0, r1;
-    split(T_ * B, tid, nth, &r0, &r1);
-    for (idx r = r0; r < r1; ++r) std::memcpy(gx + r * GH, P.bih, sizeof(T) * GH);
-  }
-  team.sync();
-  gemm_mt<T>(kern, tid, nth, T_ * B, GH, in, xin, in, 1, P.pk_wihT, gx, GH, true);
+  // Input projection for all steps, gx = xin W_ih^T (b_ih is added in the gate math: writing the
+  // bias first and accumulating would stream this large buffer through memory twice more).
+  gemm_mt<T>(kern, tid, nth, T_ * B, GH, in, xin, in, 1, P.pk_wihT, gx, GH, false);
 
   // This thread's hidden units: blocks [u0, u1) of nr units, i.e. units [j0, j1).
   idx u0, u1;
@@ -227,10 +223,10 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
             const T* ghr = tile + ii * G * nr - ju0;
             T* yr = yt + b * DH;
             if (st)
-              forward_units<T, Cell, true>(ju0, ju1, gxt + b * GH, ghr, nr, P.bhh, H, hprev + hb,
+              forward_units<T, Cell, true>(ju0, ju1, gxt + b * GH, P.bih, ghr, nr, P.bhh, H, hprev + hb,
                                            cprev + hb, hnew + hb, cnew + hb, st + b * S * H, yr);
             else
-              forward_units<T, Cell, false>(ju0, ju1, gxt + b * GH, ghr, nr, P.bhh, H, hprev + hb,
+              forward_units<T, Cell, false>(ju0, ju1, gxt + b * GH, P.bih, ghr, nr, P.bhh, H, hprev + hb,
                                             cprev + hb, hnew + hb, cnew + hb, yr /* unused */, yr);
           } else {  // past this row's length: state carried, output zero
             for (idx j = ju0; j < ju1; ++j) {
