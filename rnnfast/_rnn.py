@@ -302,6 +302,13 @@ class _RNNBase:
                             self.grads)
         return self._to_user(dx), self._pack_state(dh0, dc0)
 
+    def stream(self, batch=1):
+        """A :class:`rnnfast.stream.Stream` over this model: step-by-step inference that keeps the
+        state inside (unidirectional models only)."""
+        from .stream import Stream
+
+        return Stream(self, batch)
+
     def _split_dstate(self, dstate, B):
         if dstate is None:
             return None, None

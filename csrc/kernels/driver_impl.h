@@ -387,14 +387,15 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
   const bool train = ws != nullptr;
   const idx TB = g.T * g.B, BH = g.B * g.H;
 
-  std::vector<T> zeros(g.GH, T(0));
-  // Every element of these is written before it is read.
+  // Every element of these is written before it is read (zeros: just below).
   const ScratchPlan<T> scratch({TB * g.GH, 2 * BH, g.lstm ? 2 * BH : 0,
-                                !train && g.L > 1 ? 2 * TB * g.DH : 0});
+                                !train && g.L > 1 ? 2 * TB * g.DH : 0, g.bias ? 0 : g.GH});
   T* const gx = scratch[0];
   T* const hbuf = scratch[1];
   T* const cbuf = scratch[2];
   T* const inter = scratch[3];
+  T* const zeros = scratch[4];  // the biases of a model without bias
+  if (!g.bias) std::fill(zeros, zeros + g.GH, T(0));
 
   for (idx l = 0; l < g.L; ++l) {
     const T* xin = l == 0 ? static_cast<const T*>(a.x)
@@ -402,7 +403,7 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
     T* yout = l == g.L - 1 ? static_cast<T*>(a.y)
                            : (train ? ws + g.ws_layer_input(l + 1) : inter + (l & 1) * TB * g.DH);
     for (idx d = 0; d < g.D; ++d) {
-      const LayerPtrs<T> P = layer_ptrs<T>(g, l, d, params, packed, ws, zeros.data());
+      const LayerPtrs<T> P = layer_ptrs<T>(g, l, d, params, packed, ws, zeros);
       const idx so = (l * g.D + d) * BH;
       const T* h0 = a.h0 ? static_cast<const T*>(a.h0) + so : nullptr;
       const T* c0 = a.c0 ? static_cast<const T*>(a.c0) + so : nullptr;
@@ -435,11 +436,12 @@ void backward_t(const Desc& desc, const ForwardArgs& f, const BackwardArgs& bw) 
   T* dp = static_cast<T*>(bw.dparams);
   const idx TB = g.T * g.B, BH = g.B * g.H;
 
-  std::vector<T> zeros(g.GH, T(0));
-  // Every element of these is written before it is read.
+  // Every element of these is written before it is read (zeros: just below).
   const ScratchPlan<T> scratch(
       {TB * g.GH, g.gru ? TB * g.GH : 0, 2 * BH, BH, g.L > 1 ? 2 * TB * g.DH : 0,
-       packed_b_size(TB, std::max(g.in_size(0), std::max(g.H, g.DH)), g.nr)});
+       packed_b_size(TB, std::max(g.in_size(0), std::max(g.H, g.DH)), g.nr), g.bias ? 0 : g.GH});
+  T* const zeros = scratch[6];
+  if (!g.bias) std::fill(zeros, zeros + g.GH, T(0));
   T* const dgx = scratch[0];
   T* const dgh = g.gru ? scratch[1] : dgx;
   T* const dhbuf = scratch[2];
@@ -452,7 +454,7 @@ void backward_t(const Desc& desc, const ForwardArgs& f, const BackwardArgs& bw) 
     const T* xin = l == 0 ? static_cast<const T*>(f.x) : ws + g.ws_layer_input(l);
     T* dxin = l == 0 ? static_cast<T*>(bw.dx) : dbuf + (l & 1) * TB * g.DH;
     for (idx d = 0; d < g.D; ++d) {
-      const LayerPtrs<T> P = layer_ptrs<T>(g, l, d, params, packed, ws, zeros.data());
+      const LayerPtrs<T> P = layer_ptrs<T>(g, l, d, params, packed, ws, zeros);
       const idx so = (l * g.D + d) * BH;
       const T* dhn = bw.dhn ? static_cast<const T*>(bw.dhn) + so : nullptr;
       const T* dcn = bw.dcn ? static_cast<const T*>(bw.dcn) + so : nullptr;
