@@ -57,8 +57,10 @@ def shape_sets():
     mixed += [_shape("gru", 128, 16, 50, m, "input != hidden", input_size=512) for m in (inf, tr)]
     mixed += [_shape("rnn", 320, 8, 200, m, "input != hidden", input_size=40, bidir=True)
               for m in (inf, tr)]
+    streaming = [_shape(c, h, 1, 1, "stream", "streaming") for c in ("lstm", "gru")
+                 for h in (128, 256, 512)]
     return {"deepbench-inference": deepbench_inference, "deepbench-training": deepbench_training,
-            "latency": latency, "mixed": mixed}
+            "latency": latency, "mixed": mixed, "streaming": streaming}
 
 
 def shape_label(s):
@@ -69,7 +71,7 @@ def shape_label(s):
 
 
 def flops(s):
-    """GEMM flops of one forward (x3 for training)."""
+    """GEMM flops of one forward (x3 for training); a "stream" row is one step."""
     G, H, T, B, D = _GATES[s["cell"]], s["H"], s["T"], s["B"], s["D"]
     total = 0
     for layer in range(s["L"]):
@@ -88,8 +90,10 @@ def _torch_model(torch, s):
     return cls(s["I"], s["H"], num_layers=s["L"], bidirectional=s["D"] == 2)
 
 
-def _onnx_model(s, sd):
-    """An ONNX graph of the layer stack built from the LSTM/GRU/RNN operators (opset 14)."""
+def _onnx_model(s, sd, with_state=False):
+    """An ONNX graph of the layer stack built from the LSTM/GRU/RNN operators (opset 14).
+    with_state (one layer, one direction): initial states are inputs and final states outputs,
+    for step-by-step serving."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -114,16 +118,26 @@ def _onnx_model(s, sd):
         if s["cell"] == "gru":
             attrs["linear_before_reset"] = 1
         op = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}[s["cell"]]
-        nodes.append(helper.make_node(op, [cur] + names, [f"Y{layer}"], **attrs))
+        if with_state:
+            ins = [cur] + names + ["", "h0"] + (["c0"] if s["cell"] == "lstm" else [])
+            outs = [f"Y{layer}", "hn"] + (["cn"] if s["cell"] == "lstm" else [])
+            nodes.append(helper.make_node(op, ins, outs, **attrs))
+        else:
+            nodes.append(helper.make_node(op, [cur] + names, [f"Y{layer}"], **attrs))
         # Y: (T, D, B, H) -> (T, B, D*H) for the next layer / the output
         nodes.append(helper.make_node("Transpose", [f"Y{layer}"], [f"Yt{layer}"], perm=[0, 2, 1, 3]))
         inits.append(numpy_helper.from_array(np.array([0, 0, -1], np.int64), f"shape{layer}"))
         cur = "y" if layer == s["L"] - 1 else f"X{layer + 1}"
         nodes.append(helper.make_node("Reshape", [f"Yt{layer}", f"shape{layer}"], [cur]))
-    graph = helper.make_graph(
-        nodes, "rnn",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [s["T"], s["B"], s["I"]])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [s["T"], s["B"], D * H])], inits)
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [s["T"], s["B"], s["I"]])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [s["T"], s["B"], D * H])]
+    if with_state:
+        names = ["h", "c"] if s["cell"] == "lstm" else ["h"]
+        inputs += [helper.make_tensor_value_info(n + "0", TensorProto.FLOAT, [1, s["B"], H])
+                   for n in names]
+        outputs += [helper.make_tensor_value_info(n + "n", TensorProto.FLOAT, [1, s["B"], H])
+                    for n in names]
+    graph = helper.make_graph(nodes, "rnn", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
     model.ir_version = 8
     return model.SerializeToString()
@@ -162,6 +176,8 @@ def _callables(s, peers, threads, rng):
     if torch is not None:
         tm = _torch_model(torch, s)
         tm.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
+    if s["mode"] == "stream":
+        return _stream_callables(s, peers, threads, m, sd, x)
     training = s["mode"] == "training"
     dy = rng.standard_normal((s["T"], s["B"], s["D"] * s["H"])).astype(np.float32)
     if training:
@@ -202,6 +218,54 @@ def _callables(s, peers, threads, rng):
             sess.run(None, feed)
         calls["ort"] = ort_call
         outputs["ort"] = sess.run(None, feed)[0]
+    ref = outputs["rnnfast"]
+    check = {k: float(np.max(np.abs(v - ref))) for k, v in outputs.items() if k != "rnnfast"}
+    return calls, check
+
+
+def _stream_callables(s, peers, threads, m, sd, x):
+    """One step of a stateful stream (state carried from call to call) per framework: rnnfast's
+    Stream.step, nn.LSTM/GRU called on one step with the previous state, and an ORT session whose
+    initial states are inputs."""
+    lstm = s["cell"] == "lstm"
+    calls, outputs = {}, {}
+    stream = m.stream(batch=s["B"])
+    x1 = np.ascontiguousarray(x[0])
+    out = np.empty((s["B"], s["H"]), np.float32)
+    calls["rnnfast"] = lambda: stream.step(x1, out=out)
+    outputs["rnnfast"] = m(x[:1])[0][0]
+    torch = peers.get("torch")
+    if torch is not None:
+        tm = _torch_model(torch, s)
+        tm.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
+        xt = torch.from_numpy(x[:1])
+        zeros = torch.zeros(1, s["B"], s["H"])
+        box = [(zeros, zeros.clone()) if lstm else zeros]
+
+        def torch_call():
+            with torch.inference_mode():
+                _, box[0] = tm(xt, box[0])
+        calls["torch"] = torch_call
+        with torch.inference_mode():
+            outputs["torch"] = tm(xt)[0].numpy()[0]
+    ort = peers.get("ort")
+    if ort is not None:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(_onnx_model(s, sd, with_state=True), so,
+                                    providers=["CPUExecutionProvider"])
+        feed = {"x": x[:1], "h0": np.zeros((1, s["B"], s["H"]), np.float32)}
+        if lstm:
+            feed["c0"] = np.zeros((1, s["B"], s["H"]), np.float32)
+        outputs["ort"] = sess.run(None, feed)[0][0]
+
+        def ort_call():
+            res = sess.run(None, feed)
+            feed["h0"] = res[1]
+            if lstm:
+                feed["c0"] = res[2]
+        calls["ort"] = ort_call
     ref = outputs["rnnfast"]
     check = {k: float(np.max(np.abs(v - ref))) for k, v in outputs.items() if k != "rnnfast"}
     return calls, check
