@@ -8,6 +8,7 @@
 // busy one.
 #pragma once
 #include <atomic>
+#include <cstdint>
 #include <thread>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -48,6 +49,64 @@ class SpinBarrier {
   int n_;
   alignas(64) std::atomic<int> count_{0};
   alignas(64) std::atomic<unsigned> gen_{0};
+};
+
+// Work distribution of the forward time loop. Each thread owns a contiguous range of unit blocks
+// (so its slice of the recurrent weights stays in its cache) and takes them in order; a thread
+// that runs out takes the blocks the others have not started. A step ends when every block is
+// done, not when every thread has arrived: a thread that has lost its core (a busy machine) only
+// holds up the block it is in the middle of, and its remaining blocks are taken by the others.
+// Which thread computes a block never changes the numbers.
+class StepScheduler {
+ public:
+  static constexpr int kMaxThreads = 256;
+
+  // Only while no thread uses it. Owner o gets blocks [o*nblocks/nth, (o+1)*nblocks/nth).
+  void reset(int nth, int64_t nblocks) {
+    nth_ = nth < kMaxThreads ? nth : kMaxThreads;
+    nblocks_ = nblocks;
+    for (int o = 0; o < nth_; ++o) owners_[o].claimed.store(0, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+  }
+
+  // Claim the next unstarted block of `owner` in step `step`; false if none is left.
+  bool claim(int owner, int64_t step, int64_t* block) {
+    const int64_t lo = nblocks_ * owner / nth_, n = nblocks_ * (owner + 1) / nth_ - lo;
+    std::atomic<int64_t>& c = owners_[owner].claimed;  // counts over all steps: step s has [s*n, s*n+n)
+    int64_t k = c.load(std::memory_order_relaxed);
+    while (k < (step + 1) * n) {
+      if (c.compare_exchange_weak(k, k + 1, std::memory_order_relaxed)) {
+        *block = lo + (k - step * n);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // Publishes the block's writes to whoever waits for the step.
+  void finish() { done_.fetch_add(1, std::memory_order_release); }
+
+  // Returns once every block of `step` is finished; their writes are then visible.
+  void wait_step(int64_t step) {
+    const int64_t target = (step + 1) * nblocks_;
+    for (int spins = 0; done_.load(std::memory_order_acquire) < target; ++spins) {
+      if (spins < 2000)
+        RF_CPU_RELAX();
+      else
+        std::this_thread::yield();
+    }
+  }
+
+  int threads() const { return nth_; }
+
+ private:
+  struct alignas(64) Owner {
+    std::atomic<int64_t> claimed{0};
+  };
+  int nth_ = 1;
+  int64_t nblocks_ = 0;
+  Owner owners_[kMaxThreads];
+  alignas(64) std::atomic<int64_t> done_{0};
 };
 
 }  // namespace rnnfast

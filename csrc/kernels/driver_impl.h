@@ -124,6 +124,7 @@ LayerPtrs<T> layer_ptrs(const Geometry& g, idx l, idx d, const T* params, const 
 struct Team {
   int tid, nth;
   SpinBarrier* bar;
+  StepScheduler* sched;  // forward time loop only
   void sync() const { bar->wait(); }
 };
 
@@ -196,6 +197,7 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
   team.sync();
 
   alignas(64) T tile[8 * 4 * 64];  // mr x (G*nr) recurrent pre-activations of one tile
+  StepScheduler& sched = *team.sched;
   for (idx s = 0; s < T_; ++s) {
     const idx t = rev ? T_ - 1 - s : s;
     const T* hprev = train ? P.hs + (rev ? t + 1 : t) * B * H : hbuf + (s & 1) * B * H;
@@ -209,13 +211,15 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
     T* st = P.st ? P.st + t * B * S * H : nullptr;
     const T* gxt = gx + t * B * GH;
     T* yt = yout + t * B * DH + d * H;
-    for (idx u = u0; u < u1; ++u) {
+    // One block: the recurrent GEMM tiles of units [ju0, ju1) for all rows, each followed at once
+    // by the gate math of its rows.
+    auto run_block = [&](idx u) {
       const idx ju0 = u * nr, ju1 = std::min(H, ju0 + nr);
       for (idx i0 = 0; i0 < B; i0 += mr) {
         const int m = (int)std::min<idx>(mr, B - i0);
         for (int gg = 0; gg < G; ++gg)
-          tile_gemm<T>((int)H, hprev + i0 * H, H, 1, P.pk_whhT + (u * G + gg) * H * nr, tile + gg * nr,
-               G * nr, m, nr, 0);
+          tile_gemm<T>((int)H, hprev + i0 * H, H, 1, P.pk_whhT + (u * G + gg) * H * nr,
+                       tile + gg * nr, G * nr, m, nr, 0);
         for (int ii = 0; ii < m; ++ii) {
           const idx b = i0 + ii;
           const idx hb = b * H;
@@ -223,22 +227,28 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
             const T* ghr = tile + ii * G * nr - ju0;
             T* yr = yt + b * DH;
             if (st)
-              forward_units<T, Cell, true>(ju0, ju1, gxt + b * GH, P.bih, ghr, nr, P.bhh, H, hprev + hb,
-                                           cprev + hb, hnew + hb, cnew + hb, st + b * S * H, yr);
+              forward_units<T, Cell, true>(ju0, ju1, gxt + b * GH, P.bih, ghr, nr, P.bhh, H,
+                                           hprev + hb, cprev + hb, hnew + hb, cnew + hb,
+                                           st + b * S * H, yr);
             else
-              forward_units<T, Cell, false>(ju0, ju1, gxt + b * GH, P.bih, ghr, nr, P.bhh, H, hprev + hb,
-                                            cprev + hb, hnew + hb, cnew + hb, yr /* unused */, yr);
+              forward_units<T, Cell, false>(ju0, ju1, gxt + b * GH, P.bih, ghr, nr, P.bhh, H,
+                                            hprev + hb, cprev + hb, hnew + hb, cnew + hb,
+                                            yr /* unused */, yr);
           } else {  // past this row's length: state carried, output zero
             for (idx j = ju0; j < ju1; ++j) {
               hnew[hb + j] = hprev[hb + j];
-              if (cnew) cnew[hb + j] = cprev[hb + j];
+              if (Cell::kHasC) cnew[hb + j] = cprev[hb + j];
               yt[b * DH + j] = T(0);
             }
           }
         }
       }
-    }
-    team.sync();
+      sched.finish();
+    };
+    idx u;
+    for (int k = 0; k < nth; ++k)  // own blocks first, then the others' unstarted ones
+      while (sched.claim((tid + k) % nth, s, &u)) run_block(u);
+    sched.wait_step(s);
   }
 
   const T* hfin = train ? P.hs + (rev ? 0 : T_) * B * H : hbuf + (T_ & 1) * B * H;
@@ -396,6 +406,8 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
   T* const inter = scratch[3];
   T* const zeros = scratch[4];  // the biases of a model without bias
   if (!g.bias) std::fill(zeros, zeros + g.GH, T(0));
+  static thread_local StepScheduler sched_storage;  // of the calling thread, reused across calls
+  StepScheduler* const sched = &sched_storage;
 
   for (idx l = 0; l < g.L; ++l) {
     const T* xin = l == 0 ? static_cast<const T*>(a.x)
@@ -414,11 +426,14 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
       {
         DenormalGuard<T> guard;
         // OpenMP may grant fewer threads than asked for (nesting, thread limits): size the barrier
-        // from the team actually running.
+        // and the scheduler from the team actually running.
 #pragma omp single
-        bar.reset(thread_count());
+        {
+          bar.reset(thread_count());
+          sched->reset(thread_count(), g.unit_blocks());
+        }
         forward_direction<T, Cell>(g, l, d, P, xin, yout, h0, c0, hn, cn, a.lengths, gx,
-                                   hbuf, cbuf, Team{thread_id(), thread_count(), &bar});
+                                   hbuf, cbuf, Team{thread_id(), thread_count(), &bar, sched});
       }
     }
     if (l < g.L - 1 && mask) scale_by_mask<T>(TB * g.DH, yout, mask + l * TB * g.DH, nt);
@@ -470,7 +485,7 @@ void backward_t(const Desc& desc, const ForwardArgs& f, const BackwardArgs& bw) 
         bar.reset(thread_count());
         backward_direction<T, Cell>(g, l, d, P, xin, dyl, dhn, dcn, dh0, dc0, f.lengths, dp,
                                     dxin, d > 0, dgx, dgh, dhbuf, dcbuf, packbuf,
-                                    Team{thread_id(), thread_count(), &bar});
+                                    Team{thread_id(), thread_count(), &bar, nullptr});
       }
     }
     if (l > 0 && mask) scale_by_mask<T>(TB * g.DH, dxin, mask + (l - 1) * TB * g.DH, nt);
