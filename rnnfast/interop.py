@@ -19,7 +19,8 @@ def _import_torch(what):
     try:
         import torch
     except ImportError as exc:
-        raise ImportError(f"{what} needs PyTorch, which is not installed: pip install torch") from exc
+        raise ImportError(f"{what} needs PyTorch, which is not installed: "
+                          f"pip install torch") from exc
     return torch
 
 

@@ -88,7 +88,8 @@ def from_keras_lstm(kernel, recurrent_kernel, bias=None, *, activation="tanh",
     return model
 
 
-# Keras GRU blocks are (z, r, h); PyTorch's are (r, z, n): PyTorch block g is Keras block _GRU_ORDER[g].
+# Keras GRU blocks are (z, r, h); PyTorch's are (r, z, n): PyTorch block g is Keras block
+# _GRU_ORDER[g].
 _GRU_ORDER = (1, 0, 2)
 
 

@@ -12,7 +12,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 import rnnfast as rf
-from conftest import CELLS, is_lstm, rf_model
+from conftest import is_lstm, rf_model
 
 
 def _header(path):

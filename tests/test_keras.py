@@ -43,7 +43,8 @@ def keras_lstm(x, kernel, recurrent_kernel, bias=None, h0=None, c0=None):
 def keras_gru(x, kernel, recurrent_kernel, bias=None, reset_after=True, h0=None):
     """Keras GRUCell: gates z, r, h; h' = z * h + (1 - z) * hh.
 
-    reset_after=True: bias (2, 3u) = (input, recurrent), hh = tanh(x K_h + b_h + r * (h R_h + rb_h)).
+    reset_after=True: bias (2, 3u) = (input, recurrent),
+        hh = tanh(x K_h + b_h + r * (h R_h + rb_h)).
     reset_after=False: bias (3u,), hh = tanh(x K_h + b_h + (r * h) R_h).
     """
     u = recurrent_kernel.shape[0]
