@@ -66,7 +66,7 @@ def main(argv=None):
     d.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0.7)")
     d.add_argument("--prefix", default="The ", help="text the generation starts from")
     d.add_argument("--threads", type=int, default=None, help="threads (default: all CPUs)")
-    d.add_argument("--save", default=None, help="save the trained model to this .npz file")
+    d.add_argument("--save", default=None, help="save the trained model to this safetensors file (needs safetensors)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=_demo)
     b = sub.add_parser("bench", help="time rnnfast against PyTorch and ONNX Runtime side by side")

@@ -7,6 +7,7 @@ with Adam and gradient-norm clipping, for a fixed wall-clock budget. The last 5%
 held out: the demo reports its bits per character next to the unigram entropy of the text (what a
 model that ignores context would reach).
 """
+import json
 import math
 import os
 import time
@@ -126,8 +127,12 @@ def run(text_path=None, minutes=1.0, hidden=256, layers=1, batch=32, seq_len=64,
     sample_text = "".join(vocab[i] for i in prefix_ids) + "".join(vocab[i] for i in np.ravel(out))
     print_fn(f"\n--- generated (temperature {temperature}) ---\n{sample_text}\n")
     if save:
-        arrays = {f"param/{k}": v for k, v in model.state_dict().items()}
-        np.savez(save, vocab=np.array(vocab), hidden=hidden, layers=layers, **arrays)
-        print_fn(f"saved the model to {save}")
+        from .io import save as save_model
+
+        save_model(model, save)
+        with open(save + ".vocab.json", "w", encoding="utf-8") as f:
+            json.dump(vocab, f)
+        print_fn(f"saved the model to {save} (rf.load reads it) and its vocabulary to "
+                 f"{save}.vocab.json")
     return dict(steps=step, chars=seen, seconds=train_time, valid_bits=valid_bits,
                 unigram_bits=h_uni, sample=sample_text)

@@ -12,6 +12,10 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnfast as rf
 
+# torch is only the oracle here. Its own OpenMP threads contend with rnnfast's on a 2-core machine
+# (0.3 s per tiny call measured under load); one torch thread keeps the suite fast.
+torch.set_num_threads(1)
+
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 
 NP_DTYPES = {"float32": np.float32, "float64": np.float64}
