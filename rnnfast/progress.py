@@ -52,6 +52,8 @@ def progress(total, desc="", unit="it", disable=False):
 
 
 class _Null:
+    total = 0
+
     def update(self, k=1):
         pass
 
