@@ -11,6 +11,7 @@ import numpy as np
 
 from . import _core
 from . import _validate as V
+from ._params import FlatParams
 
 _CELLS = {"RNN_TANH": 0, "RNN_RELU": 1, "LSTM": 2, "GRU": 3}
 _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
@@ -27,7 +28,7 @@ class Tape:
             setattr(self, k, v)
 
 
-class _RNNBase:
+class _RNNBase(FlatParams):
     """Shared machinery of RNN, LSTM and GRU. Not instantiated directly."""
 
     _mode = None
@@ -45,26 +46,16 @@ class _RNNBase:
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.dropout = float(dropout)
-        self.dtype = V.model_dtype(dtype)
+        self.dtype = V.model_dtype(dtype)  # set again by _init_params; _desc needs it before
         self.num_directions = 2 if self.bidirectional else 1
         self._gates = _GATES[self._mode]
 
-        self._layout = self._param_layout()
-        total = sum(int(np.prod(shape)) for _, _, shape in self._layout)
-        if total != _core.core_param_count(self._desc(1, 1)):
-            raise RuntimeError("rnnfast internal error: parameter layout disagrees with the core")
-        self._params = np.empty(total, dtype=self.dtype)
-        self.grads = np.zeros(total, dtype=self.dtype)
-        self._param_views = {n: self._params[o:o + int(np.prod(s))].reshape(s)
-                             for n, o, s in self._layout}
-        self._grad_views = {n: self.grads[o:o + int(np.prod(s))].reshape(s)
-                            for n, o, s in self._layout}
-        self._version = 0
         self._packed = None
         self._packed_key = None
         self._lock = threading.Lock()
-        self._rng = np.random.default_rng(seed)
-        self.reset_parameters()
+        self._init_params(self._param_layout(), dtype, seed)
+        if self._params.size != _core.core_param_count(self._desc(1, 1)):
+            raise RuntimeError("rnnfast internal error: parameter layout disagrees with the core")
 
     @staticmethod
     def _flag(value, name):
@@ -74,9 +65,9 @@ class _RNNBase:
 
     # ----------------------------------------------------------------------------------- layout
     def _param_layout(self):
-        """[(name, offset, shape)] in PyTorch's order: per layer, per direction: w_ih, w_hh, b_ih, b_hh."""
+        """[(name, shape)] in PyTorch's order: per layer, per direction: w_ih, w_hh, b_ih, b_hh."""
         H, G, D = self.hidden_size, self._gates, self.num_directions
-        out, off = [], 0
+        out = []
         for layer in range(self.num_layers):
             in_size = self.input_size if layer == 0 else D * H
             for d in range(D):
@@ -85,8 +76,7 @@ class _RNNBase:
                 if self.bias:
                     shapes += [("bias_ih_", (G * H,)), ("bias_hh_", (G * H,))]
                 for prefix, shape in shapes:
-                    out.append((prefix + sfx, off, shape))
-                    off += int(np.prod(shape))
+                    out.append((prefix + sfx, shape))
         return out
 
     def _desc(self, T, B):
@@ -95,78 +85,10 @@ class _RNNBase:
                 int(self.bias))
 
     # ------------------------------------------------------------------------------- parameters
-    @property
-    def params(self):
-        """All parameters as one flat read-only array (write through load_state_dict or set_params)."""
-        v = self._params.view()
-        v.flags.writeable = False
-        return v
-
-    @property
-    def version(self):
-        """Parameter version: bumped by every write through the public API."""
-        return self._version
-
-    def _mark_params_changed(self):
-        """Record that the parameter buffer was written, so packed weights get rebuilt."""
-        self._version += 1
-
-    def _param_buffer(self):
-        """The writable flat parameter buffer, for in-package writers (optimizers, initialisers).
-
-        Whoever writes into it must call :meth:`_mark_params_changed` afterwards.
-        """
-        return self._params
-
-    def named_parameters(self):
-        """Yield ``(name, array)``: read-only views into :attr:`params`, with PyTorch's names."""
-        for name, _, _ in self._layout:
-            v = self._param_views[name].view()
-            v.flags.writeable = False
-            yield name, v
-
-    def named_grads(self):
-        """Yield ``(name, array)``: writable views into :attr:`grads`, with PyTorch's names."""
-        for name, _, _ in self._layout:
-            yield name, self._grad_views[name]
-
-    def zero_grad(self):
-        """Set every gradient to zero (gradients accumulate across backward calls)."""
-        self.grads.fill(0)
-
     def reset_parameters(self):
         """PyTorch's default initialisation: every parameter uniform in ±1/sqrt(hidden_size)."""
         k = 1.0 / np.sqrt(self.hidden_size)
         self._params[:] = self._rng.uniform(-k, k, size=self._params.size)
-        self._mark_params_changed()
-
-    def set_params(self, flat):
-        """Overwrite all parameters from a flat array of ``params.size`` values."""
-        flat = V.float_array(flat, "params", self.dtype)
-        V.check_shape(flat, self._params.shape, "params", "(all parameters, flat)")
-        self._params[:] = flat
-        self._mark_params_changed()
-
-    def state_dict(self):
-        """Dict of parameter copies with PyTorch's names and shapes (loads into torch.nn.* unchanged)."""
-        return {name: self._param_views[name].copy() for name, _, _ in self._layout}
-
-    def load_state_dict(self, state_dict):
-        """Load parameters by name. Strict: every key must be present, none extra, shapes exact."""
-        if not hasattr(state_dict, "keys"):
-            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
-        expected = [n for n, _, _ in self._layout]
-        missing = [k for k in expected if k not in state_dict]
-        unexpected = [k for k in state_dict.keys() if k not in self._param_views]
-        if missing or unexpected:
-            raise ValueError(f"state_dict keys do not match: missing {missing}, unexpected {unexpected}")
-        arrays = {}
-        for name, _, shape in self._layout:
-            arr = V.float_array(state_dict[name], f"state_dict[{name!r}]", self.dtype)
-            V.check_shape(arr, shape, f"state_dict[{name!r}]", "")
-            arrays[name] = arr
-        for name, arr in arrays.items():
-            self._param_views[name][...] = arr
         self._mark_params_changed()
 
     def _packed_weights(self):
