@@ -50,8 +50,8 @@ def threads(n):
     back the count that was set before, also when the block raises.
 
     The setting is process-global, not per thread: while the block runs, every Python thread's
-    rnnfast calls use ``n`` threads, and two threads that enter ``threads()`` blocks at the same time
-    overwrite each other's setting. For a server with many Python threads, call
+    rnnfast calls use ``n`` threads, and two threads that enter ``threads()`` blocks at the same
+    time overwrite each other's setting. For a server with many Python threads, call
     ``set_num_threads(1)`` once at start-up instead.
     """
     before = get_num_threads()
