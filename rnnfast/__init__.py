@@ -8,7 +8,7 @@ import warnings as _warnings
 
 from . import _core
 from ._rnn import GRU, LSTM, RNN, Tape
-from ._threads import build_info, default_num_threads, get_num_threads, set_num_threads
+from ._threads import build_info, default_num_threads, get_num_threads, set_num_threads, threads
 from . import init, losses, optim, sampling
 from .clip import clip_grad_norm, clip_grad_value
 from .layers import Embedding, Linear

@@ -1,4 +1,5 @@
 """Thread count of the core and a description of the build."""
+import contextlib
 import numbers
 import os
 
@@ -41,6 +42,24 @@ def set_num_threads(n):
 def get_num_threads():
     """Number of threads the core uses for each call."""
     return _core.core_get_num_threads()
+
+
+@contextlib.contextmanager
+def threads(n):
+    """Context manager: use ``n`` threads (as :func:`set_num_threads`) inside the block, then put
+    back the count that was set before, also when the block raises.
+
+    The setting is process-global, not per thread: while the block runs, every Python thread's
+    rnnfast calls use ``n`` threads, and two threads that enter ``threads()`` blocks at the same
+    time overwrite each other's setting. For a server with many Python threads, call
+    ``set_num_threads(1)`` once at start-up instead.
+    """
+    before = get_num_threads()
+    set_num_threads(n)  # validates n before the block runs
+    try:
+        yield get_num_threads()
+    finally:
+        set_num_threads(before)
 
 
 def build_info():
