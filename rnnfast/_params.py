@@ -1,5 +1,7 @@
 """One flat parameter buffer with named views, and a gradient buffer that mirrors it: the
 parameter bookkeeping every rnnfast model and layer shares (optimizers see only the flat buffers)."""
+import math
+
 import numpy as np
 
 from . import _validate as V
@@ -15,12 +17,15 @@ class FlatParams:
         self._layout, off = [], 0
         for name, shape in layout:
             self._layout.append((name, off, tuple(shape)))
-            off += int(np.prod(shape))
+            off += math.prod(shape)  # Python integers: no int64 wrap-around
+        if off > V.MAX_ELEMENTS:
+            raise ValueError(f"this model would have {off} parameters, more than the "
+                             f"{V.MAX_ELEMENTS} rnnfast allows (check the sizes)")
         self._params = np.zeros(off, dtype=self.dtype)
         self.grads = np.zeros(off, dtype=self.dtype)
-        self._param_views = {n: self._params[o:o + int(np.prod(s))].reshape(s)
+        self._param_views = {n: self._params[o:o + math.prod(s)].reshape(s)
                              for n, o, s in self._layout}
-        self._grad_views = {n: self.grads[o:o + int(np.prod(s))].reshape(s)
+        self._grad_views = {n: self.grads[o:o + math.prod(s)].reshape(s)
                             for n, o, s in self._layout}
         self._version = 0
         self._rng = np.random.default_rng(seed)

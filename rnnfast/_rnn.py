@@ -37,7 +37,7 @@ class _RNNBase(FlatParams):
                  dropout=0.0, bidirectional=False, dtype="float32", seed=None):
         self.input_size = V.positive_int(input_size, "input_size")
         self.hidden_size = V.positive_int(hidden_size, "hidden_size")
-        self.num_layers = V.positive_int(num_layers, "num_layers")
+        self.num_layers = V.positive_int(num_layers, "num_layers", maximum=100_000)
         self.bias = self._flag(bias, "bias")
         self.batch_first = self._flag(batch_first, "batch_first")
         self.bidirectional = self._flag(bidirectional, "bidirectional")
@@ -50,8 +50,7 @@ class _RNNBase(FlatParams):
         self.num_directions = 2 if self.bidirectional else 1
         self._gates = _GATES[self._mode]
 
-        self._packed = None
-        self._packed_key = None
+        self._packed = None  # (key, packed array), replaced as one object
         self._lock = threading.Lock()
         self._init_params(self._param_layout(), dtype, seed)
         if self._params.size != _core.core_param_count(self._desc(1, 1)):
@@ -92,18 +91,20 @@ class _RNNBase(FlatParams):
         self._mark_params_changed()
 
     def _packed_weights(self):
-        """Packed weights for the current parameters and kernel path; rebuilt only after a change."""
+        """Packed weights for the current parameters and kernel path; rebuilt only after a change.
+        The cache is one (key, array) tuple, read and replaced as a whole, so a reader never pairs
+        one version's key with another's array."""
         key = (self._version, _core.core_isa_name())
-        packed = self._packed
-        if self._packed_key != key or packed is None:
+        cached = self._packed
+        if cached is None or cached[0] != key:
             with self._lock:
-                if self._packed_key != key or self._packed is None:
+                cached = self._packed
+                if cached is None or cached[0] != key:
                     desc = self._desc(1, 1)
                     packed = np.empty(_core.core_packed_size(desc), dtype=self.dtype)
                     _core.core_pack(desc, self._params, packed)
-                    self._packed, self._packed_key = packed, key
-                packed = self._packed
-        return packed
+                    cached = self._packed = (key, packed)
+        return cached[1]
 
     # ---------------------------------------------------------------------------------- compute
     def _state_shape(self, B):
@@ -172,6 +173,9 @@ class _RNNBase(FlatParams):
         Returns ``(y, state, tape)``: ``y`` is ``(T, B, D*hidden_size)`` (batch-first if set),
         ``state`` is ``h_n`` or, for LSTM, ``(h_n, c_n)``, and ``tape`` is ``None`` unless ``train``.
         """
+        if not isinstance(train, (bool, np.bool_)):
+            raise TypeError(f"train must be a bool, got {train!r}")
+        x_user = x
         x, h0, c0, lens = self._prepare(x, hx, lengths)
         T, B = x.shape[0], x.shape[1]
         desc = self._desc(T, B)
@@ -179,6 +183,13 @@ class _RNNBase(FlatParams):
         y = np.empty((T, B, self.num_directions * self.hidden_size), dtype=self.dtype)
         hn = np.empty(self._state_shape(B), dtype=self.dtype)
         cn = np.empty_like(hn) if self._mode == "LSTM" else None
+        if train and lens is not None and lens.min() < T:
+            # Padding never reaches the outputs, but dW_ih sums dG^T x over every step, where
+            # 0 * NaN (or inf) in the padding would poison it: keep zeros there instead.
+            pad = np.arange(T)[:, None] >= lens[None, :]
+            if np.shares_memory(x, x_user):
+                x = x.copy()
+            x[pad] = 0
         mask = self._dropout_mask(T, B, train)
         ws = np.empty(_core.core_workspace_size(desc), dtype=self.dtype) if train else None
         _core.core_forward(desc, self._params, packed, x, lens, h0, c0, mask, y, hn, cn, ws)

@@ -34,8 +34,8 @@ def set_num_threads(n):
     n = int(n)
     if n == -1:
         n = _available_cpus()
-    if n < 1:
-        raise ValueError(f"number of threads must be >= 1 (or -1 for all CPUs), got {n}")
+    if n < 1 or n > 4096:
+        raise ValueError(f"number of threads must be in 1..4096 (or -1 for all CPUs), got {n}")
     _core.core_set_num_threads(n)
 
 

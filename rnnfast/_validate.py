@@ -6,17 +6,25 @@ import numpy as np
 _DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 
 
-def positive_int(value, name):
-    """Return ``value`` as an int if it is a positive integer (not a bool), else raise."""
+# Largest size of any one dimension (the core indexes with 64-bit integers, and a model this large
+# could not be allocated anyway); element counts beyond it are refused before numpy sees them.
+MAX_SIZE = 2**31 - 1
+MAX_ELEMENTS = 2**40
+
+
+def positive_int(value, name, maximum=MAX_SIZE):
+    """Return ``value`` as an int if it is an integer (not a bool) in 1..maximum, else raise."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be a positive integer, got {value!r} ({type(value).__name__})")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value}")
+    if value < 1 or value > maximum:
+        raise ValueError(f"{name} must be a positive integer no larger than {maximum}, got {value}")
     return int(value)
 
 
 def model_dtype(dtype):
     """Map 'float32'/'float64' (or the numpy equivalents) to a numpy dtype."""
+    if dtype is None:
+        raise TypeError("dtype must be 'float32' or 'float64', got None")
     try:
         dt = np.dtype(dtype)
     except TypeError as exc:
@@ -56,7 +64,11 @@ def lengths_array(lengths, batch, seq_len):
         return None
     if hasattr(lengths, "detach") and hasattr(lengths, "numpy"):
         lengths = lengths.detach().cpu().numpy()
-    arr = np.asarray(lengths)
+    try:
+        arr = np.asarray(lengths)
+    except (ValueError, TypeError) as exc:  # ragged nested lists and the like
+        raise ValueError(f"lengths must be a 1-D sequence of {batch} integers, got {lengths!r}: "
+                         f"{exc}") from exc
     if arr.dtype.kind == "b" or arr.dtype.kind not in "iuf":
         raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
     if arr.ndim != 1 or arr.shape[0] != batch:
@@ -66,6 +78,9 @@ def lengths_array(lengths, batch, seq_len):
         if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
             bad = arr[~np.isfinite(arr) | (arr != np.round(arr))][0]
             raise ValueError(f"lengths must be integers, got {bad}")
+    if arr.dtype.kind in "uf" and arr.size and arr.max() > seq_len:  # before an int64 cast wraps
+        raise ValueError(f"lengths must lie in 1..{seq_len} (the sequence length), got "
+                         f"{arr.max()}")
     arr = np.ascontiguousarray(arr, dtype=np.int64)
     bad = (arr < 1) | (arr > seq_len)
     if bad.any():

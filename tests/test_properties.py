@@ -15,8 +15,7 @@ TOL * scale + a tiny floor (denormals are flushed to zero inside the kernels). T
 steps; it is the same relative precision the torch parity tests demand (1e-4 and 1e-10), but
 measured against the scale of the computation, so that inputs of any magnitude can be drawn.
 
-Known defects are kept as tests marked ``xfail(strict=True)`` with a "BUG:" comment: they fail
-today, and the marker turns into a failure the day the defect is fixed, so it gets removed.
+Defects found here were fixed; their tests stay as regression tests (comments say what failed).
 """
 
 import os
@@ -355,7 +354,7 @@ def test_non_finite_values_stay_in_their_row(call):
 def test_training_ignores_finite_padding(call, fill):
     """Training forward+backward: y equals the inference answer, and every gradient (dx at valid
     steps, dhx, parameter gradients) is the same whatever finite values sit past each row's
-    length. (Non-finite padding: see the xfail test below.)"""
+    length. (Non-finite padding: see the regression test below.)"""
     cfg, x, hx, lengths, _ = call
     lens = np.asarray(lengths).astype(np.int64)
     results = []
@@ -386,13 +385,12 @@ def test_training_ignores_finite_padding(call, fill):
         assert not np.any(dx1[n:, b]), f"dx of row {b} is not zero past its length {n}"
 
 
-# BUG: NaN or inf in x past a row's length (padding, which PyTorch's packed path never reads)
+# Regression test for a fixed defect: NaN or inf in x past a row's length (padding, which PyTorch's packed path never reads)
 # makes every weight_ih_l0 gradient NaN: backward forms dW_ih = sum_t dG_t^T x_t over all T steps,
 # and 0 * NaN = NaN. Forward and dx are unaffected. Minimal reproducer:
 #   m = rf.RNN(1, 1, seed=0); x = np.array([[[1.0]], [[np.nan]]], np.float32)
 #   y, _, tape = m.forward(x, lengths=[1], train=True); m.backward(tape, np.ones_like(y))
 #   m.grads -> [nan, ...]   (with x[1] = 0 instead: all finite)
-@pytest.mark.xfail(strict=True, reason="BUG: non-finite padding poisons weight_ih_l0 gradients")
 @pytest.mark.parametrize("fill", [np.nan, np.inf])
 @pytest.mark.parametrize("cell", CELLS)
 def test_training_ignores_non_finite_padding(cell, fill):
@@ -519,10 +517,9 @@ def test_bad_arguments_raise_clear_errors(call, train):
     assert re.search(rf"\b{name}\b", msg), f"{kind}: message does not name {name!r}: {msg!r}"
 
 
-# BUG: a ragged nested list as lengths raises numpy's own ValueError ("setting an array element
+# Regression test for a fixed defect: a ragged nested list as lengths raises numpy's own ValueError ("setting an array element
 # with a sequence...") that does not say which argument was wrong; x gets a message naming it.
 #   rf.GRU(3, 4)(np.zeros((2, 2, 3), np.float32), lengths=[[1], [1, 2]])
-@pytest.mark.xfail(strict=True, reason="BUG: ragged lengths error does not name 'lengths'")
 def test_ragged_lengths_message_names_the_argument():
     with pytest.raises(ACCEPTED, match="lengths"):
         rf.GRU(3, 4)(np.zeros((2, 2, 3), np.float32), lengths=[[1], [1, 2]])
@@ -547,7 +544,7 @@ _DTYPE_VALUES = st.sampled_from(["float32", "float64", np.float32, np.dtype("flo
 def test_constructor_accepts_valid_and_refuses_garbage(cell, I, H, L, bias, bf, bidir, dropout,
                                                        dtype, nonlin):
     """Any combination of constructor arguments either builds a model whose attributes are the
-    arguments (and which then runs) or raises ValueError/TypeError. Huge sizes: see the xfail
+    arguments (and which then runs) or raises ValueError/TypeError. Huge sizes: see the regression test
     tests below."""
     kw = dict(num_layers=L, bias=bias, batch_first=bf, bidirectional=bidir, dropout=dropout,
               dtype=dtype)
@@ -595,21 +592,19 @@ def test_thread_setter_accepts_counts_and_refuses_garbage(n):
         rf.set_num_threads(before)
 
 
-# BUG: sizes whose element counts do not fit int64 raise OverflowError (np.prod over the shape
+# Regression test for a fixed defect: sizes whose element counts do not fit int64 raise OverflowError (np.prod over the shape
 # tuple) or RuntimeError ("rnnfast internal error: parameter layout disagrees with the core": the
 # int64 element counts wrap), not ValueError naming the size:
 #   rf.LSTM(2, 2**62) -> RuntimeError      rf.LSTM(2, 2**64) -> OverflowError
 # (Sizes that fit but cannot be allocated, e.g. rf.LSTM(2, 2**31), give numpy's MemoryError; not
 # tested here, since on a machine that overcommits memory the allocation could succeed.)
-@pytest.mark.xfail(strict=True, reason="BUG: huge sizes raise OverflowError/RuntimeError")
 @pytest.mark.parametrize("I,H", [(2, 2**62), (2, 2**64), (2**64, 2)])
 def test_huge_sizes_raise_value_error(I, H):
     with pytest.raises(ACCEPTED, match="size"):
         rf.LSTM(I, H)
 
 
-# BUG: set_num_threads(2**31) (and rf.threads) raises OverflowError from the C int conversion.
-@pytest.mark.xfail(strict=True, reason="BUG: thread counts past C int raise OverflowError")
+# Regression test for a fixed defect: set_num_threads(2**31) (and rf.threads) raises OverflowError from the C int conversion.
 def test_huge_thread_count_raises_value_error():
     before = rf.get_num_threads()
     try:
@@ -619,11 +614,10 @@ def test_huge_thread_count_raises_value_error():
         rf.set_num_threads(before)
 
 
-# BUG: num_layers=2**63 builds the Python layout list one layer at a time before any check: the
+# Regression test for a fixed defect: num_layers=2**63 builds the Python layout list one layer at a time before any check: the
 # constructor runs until memory is exhausted (measured: 67 s to fill 1.5 GiB; a hang in practice).
 # Run in a child process with a 3 s limit (and a 1.5 GiB address-space cap as a safety net); a
 # fixed constructor refuses at once.
-@pytest.mark.xfail(strict=True, reason="BUG: huge num_layers hangs / exhausts memory")
 def test_huge_num_layers_refused_quickly():
     code = textwrap.dedent("""
         import resource, sys
