@@ -3,13 +3,15 @@
 Each input is a sequence of ``T`` pairs ``(value, marker)``: ``value`` is uniform in [0, 1] and
 ``marker`` is 0 except at exactly two steps. We use the formulation of Le, Jaitly & Hinton (2015)
 and Arjovsky, Shah & Bengio (2016): one marked step drawn uniformly from the first half of the
-sequence and one from the second half. (The 1997 paper draws the first marker from the first ten
-steps; the "half/half" variant is the one most papers benchmark.) The target, read once at the end
-of the sequence, is the sum of the two marked values.
+sequence and one from the second half, so the first marked value lies more than T/2 steps before
+the end. (The 1997 paper's version differs in details: values in [-1, 1], a rescaled target,
+other marker positions; the variant here is the one later papers benchmark.) The target, read
+once at the end of the sequence, is the sum of the two marked values.
 
 The target has mean 1 and variance 2 * 1/12 = 1/6, so the best constant prediction (always 1.0)
-has a mean squared error of 1/6 ~= 0.167. A model beats that only if it carries the first marked
-value across at least T/2 steps, which is what gated cells are for.
+has a mean squared error of 1/6 ~= 0.167. Remembering only the second marked value (0.5 + it)
+gives 1/12 ~= 0.083; going below that needs the first marked value carried across more than T/2
+steps, which is what gated cells are for.
 
 This script trains an LSTM (Linear head on the last hidden state, Adam, gradient-norm clipping)
 and a plain tanh RNN with the same width, optimizer, steps and batches, and prints both held-out
@@ -18,10 +20,17 @@ MSEs next to the 0.167 baseline::
     python examples/adding_problem.py                    # T=100, 2000 steps, hidden 64
     python examples/adding_problem.py --T 50 --steps 1000
 
-Measured on the 2-core development machine with the defaults (``python
-examples/adding_problem.py``, about 45 s in all): the LSTM reached a held-out MSE of MEASURED_LSTM
-and the tanh RNN stayed at MEASURED_RNN, i.e. at the constant predictor's level: its gradient
-through 50-100 tanh steps vanishes and it only learns the mean.
+Measured on the 2-core development machine (shared with other jobs, so times vary):
+
+* defaults (``python examples/adding_problem.py``: T=100, 2000 steps, about 40 s in all): LSTM
+  0.0007, tanh RNN 0.1773, constant predictor 0.1678 on the same held-out set. The LSTM sat on
+  the plateau of predicting the mean (~0.167) until step ~1000 and was below 0.003 by step 1250.
+  The tanh RNN never left the plateau: its held-out MSE wandered between 0.168 and 0.27 for all
+  2000 steps and ended above the constant predictor (it fits batch noise at this learning rate);
+  the gradient from the target back to the first marker, 50-100 tanh steps earlier, vanishes.
+  Its exact figure moves with float rounding (an earlier build of the core gave 0.1908), the
+  LSTM's does not (0.0007 on both).
+* ``--T 50 --steps 1000`` (about 17 s): LSTM 0.0020, tanh RNN 0.1832, constant 0.1679.
 """
 import argparse
 import time
@@ -122,8 +131,10 @@ def main(argv=None):
                                 log_every=args.log_every)
         results[cell] = mse
         print(f"{cell}: trained in {seconds:.1f} s")
+    _, y_test = adding_batch(np.random.default_rng(args.seed + 200), args.T, 2000)
+    constant = float(np.mean((y_test - 1.0) ** 2))
     print(f"\nheld-out MSE (2000 sequences, T={args.T}):")
-    print(f"  constant predictor 1.0   {BASELINE_MSE:.4f}")
+    print(f"  constant predictor 1.0   {constant:.4f}   (1/6 = {BASELINE_MSE:.4f} in expectation)")
     print(f"  LSTM                     {results['lstm']:.4f}")
     print(f"  tanh RNN                 {results['rnn']:.4f}")
     return results

@@ -18,8 +18,9 @@ row's state at its own length), softmax cross-entropy, Adam with gradient-norm c
     python examples/classification.py                  # 1000 steps, LSTM hidden 64
     python examples/classification.py --cell gru
 
-Measured on the 2-core development machine with the defaults (about 20 s): held-out accuracy
-MEASURED_ACC (chance 0.500).
+Measured on the 2-core development machine with the defaults (about 8 s): held-out accuracy
+0.995 (0.960 after 250 steps), against chance 0.500 and 0.639 for a linear classifier on word
+counts (which cannot see what "not" applies to); ``--cell gru``: 0.988.
 """
 import argparse
 import time
@@ -78,8 +79,8 @@ def build(cell, vocab, embed, hidden, seed):
 
 
 def bag_of_words_accuracy(train, test, vocab):
-    """Held-out accuracy of a linear classifier on word counts (least squares on +-1 targets): the
-    best an order-blind model of this kind does, for reference."""
+    """Held-out accuracy of a linear classifier on word counts (least squares on +-1 targets), for
+    reference: it sees how many "not"s a sentence has but not which words they negate."""
     def counts(ids, lengths):
         c = np.zeros((ids.shape[1], vocab + 1))
         valid = np.arange(ids.shape[0])[:, None] < lengths[None, :]

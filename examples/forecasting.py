@@ -15,8 +15,10 @@ Reported on the held-out part (in the units of the series):
 
     python examples/forecasting.py                   # 1500 steps, hidden 32, window 48
 
-Measured on the 2-core development machine with the defaults (about 20 s): held-out MSE
-last value MEASURED_LAST, linear AR MEASURED_AR, GRU MEASURED_GRU (noise floor 0.0100).
+Measured on the 2-core development machine with the defaults (about 5 s): held-out MSE
+last value 0.0511, linear AR 0.0105, GRU 0.0106 (4.8x lower than the last value; noise floor
+0.0100). The GRU gets as close to the noise floor as the least-squares fit does: on this nearly
+linear series that is all there is to learn.
 """
 import argparse
 import time
@@ -99,7 +101,8 @@ def run(n=12000, window=48, hidden=32, steps=1500, batch=64, lr=5e-3, clip=1.0, 
         sched.step()
         if log_every and step % log_every == 0:
             mse = float(np.mean((predict(model, x_te, mean, std) - y_te) ** 2))
-            print_fn(f"  step {step:5d}  train loss {loss:.4f} (normalised)  held-out MSE {mse:.4f}")
+            print_fn(f"  step {step:5d}  train loss {loss:.4f} (normalised)  "
+                     f"held-out MSE {mse:.4f}")
     seconds = time.perf_counter() - t0
     return {
         "last": float(np.mean((x_te[:, -1] - y_te) ** 2)),
@@ -116,7 +119,8 @@ def main(argv=None):
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=5e-3, help="initial Adam learning rate (cosine decay)")
+    p.add_argument("--lr", type=float, default=5e-3,
+                   help="initial Adam learning rate (cosine decay to 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=250, help="progress lines (0: none)")
     args = p.parse_args(argv)
