@@ -8,6 +8,7 @@
 #include <vector>
 #include <string>
 
+#include "gemm.h"
 #include "geometry.h"
 #include "kernels/ukernel.h"
 #include "rnnfast.h"
@@ -74,6 +75,51 @@ void backward(const Desc& d, const ForwardArgs& f, const BackwardArgs& b) {
   check_desc(d);
   if (!f.workspace) throw std::invalid_argument("rnnfast core: backward needs a training workspace");
   active_kernels().backward(d, f, b);
+}
+
+namespace {
+
+template <class T>
+void gemm_t(bool trans_a, bool trans_b, idx M, idx N, idx K, const T* a, idx lda, const T* b,
+            idx ldb, T* c, idx ldc, bool accumulate) {
+  const Kern<T> kern = kern_of<T>(active_kernels());
+  const idx panels = ceil_div(N, kern.nr);
+  const ScratchPlan<T> scratch({packed_b_size(K, N, kern.nr)});
+  T* const bp = scratch[0];
+  const double flops = 2.0 * (double)M * (double)N * (double)K;
+  const int nt = (int)std::max<double>(1, std::min<double>(get_num_threads(), flops / 4e6));
+  const idx rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
+#pragma omp parallel num_threads(nt)
+  {
+#ifdef _OPENMP
+    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+    const int tid = 0, nth = 1;
+#endif
+    idx p0, p1;
+    split(panels, tid, nth, &p0, &p1);
+    if (trans_b)
+      pack_b_panels<T>(K, N, kern.nr, p0, p1, [&](idx k, idx n) { return b[n * ldb + k]; }, bp);
+    else
+      pack_b_panels<T>(K, N, kern.nr, p0, p1, [&](idx k, idx n) { return b[k * ldb + n]; }, bp);
+#pragma omp barrier
+    gemm_mt<T>(kern, tid, nth, M, N, K, a, rsa, csa, bp, c, ldc, accumulate);
+  }
+}
+
+}  // namespace
+
+void gemm(int32_t dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+          const void* a, int64_t lda, const void* b, int64_t ldb, void* c, int64_t ldc,
+          bool accumulate) {
+  if (M < 0 || N < 0 || K < 0) throw std::invalid_argument("gemm: negative size");
+  if (M == 0 || N == 0) return;
+  if (dtype == kF32)
+    gemm_t<float>(trans_a, trans_b, M, N, K, static_cast<const float*>(a), lda,
+                  static_cast<const float*>(b), ldb, static_cast<float*>(c), ldc, accumulate);
+  else
+    gemm_t<double>(trans_a, trans_b, M, N, K, static_cast<const double*>(a), lda,
+                   static_cast<const double*>(b), ldb, static_cast<double*>(c), ldc, accumulate);
 }
 
 void set_num_threads(int n) {

@@ -70,6 +70,14 @@ void pack_weights(const Desc& d, const void* params, void* packed);
 void forward(const Desc& d, const ForwardArgs& a);
 void backward(const Desc& d, const ForwardArgs& f, const BackwardArgs& b);
 
+// General matrix product on the core's kernels and threads (deterministic like everything else):
+// C[M x N] = (or +=, when accumulate) op(A) op(B), all row-major; op(A) is A (M x K, leading
+// dimension lda) or, with trans_a, A^T of a K x M matrix; op(B) is B (K x N) or, with trans_b,
+// B^T of an N x K matrix. For the dense layers around the recurrent stack.
+void gemm(int32_t dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+          const void* a, int64_t lda, const void* b, int64_t ldb, void* c, int64_t ldc,
+          bool accumulate);
+
 // Threads: every parallel region uses this many threads. Results do not depend on it.
 void set_num_threads(int n);
 int get_num_threads();

