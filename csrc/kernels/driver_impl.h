@@ -352,19 +352,32 @@ void backward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, 
 
   T* dwih = dp + g.param_off(l, d);
   T* dwhh = dwih + GH * in;
-  if (g.bias) {  // column sums in row order, columns split among threads
+  if (g.bias) {  // column sums, each column summed in row order; columns split among threads
     T* dbih = dwhh + GH * H;
     T* dbhh = dbih + GH;
     idx c0_, c1_;
     split(GH, tid, nth, &c0_, &c1_);
-    for (idx c = c0_; c < c1_; ++c) {
-      T sx = 0, sh = 0;
+    // Walk the rows (contiguous) in chunks of columns that stay in L1, rather than down a column
+    // (a cache line per element).
+    constexpr idx kCols = 256;
+    T sx[kCols], sh[kCols];
+    for (idx cb = c0_; cb < c1_; cb += kCols) {
+      const idx nc = std::min(kCols, c1_ - cb);
+      std::fill(sx, sx + nc, T(0));
+      std::fill(sh, sh + nc, T(0));
       for (idx r = 0; r < TB; ++r) {
-        sx += dgx[r * GH + c];
-        sh += dgh[r * GH + c];
+        const T* rx = dgx + r * GH + cb;
+        const T* rh = dgh + r * GH + cb;
+#pragma GCC ivdep
+        for (idx c = 0; c < nc; ++c) {
+          sx[c] += rx[c];
+          sh[c] += rh[c];
+        }
       }
-      dbih[c] += sx;
-      dbhh[c] += sh;
+      for (idx c = 0; c < nc; ++c) {
+        dbih[cb + c] += sx[c];
+        dbhh[cb + c] += sh[c];
+      }
     }
   }
   // dW_ih += dGx^T X   (GH x In, summed over all T*B rows)
