@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "kernels/ukernel.h"
@@ -64,6 +65,13 @@ void pack_a_block(const T* a, idx rsa, idx csa, idx i0, idx i1, idx p0, int kc, 
   for (idx i = i0, q = 0; i < i1; i += mr, ++q) {
     T* dst = out + q * kc * mr;
     const idx rows = std::min<idx>(mr, i1 - i);
+    if (rsa == 1) {  // transposed A: the mr values of one k are contiguous
+      for (int k = 0; k < kc; ++k) {
+        std::memcpy(dst + k * mr, a + i + (p0 + k) * csa, sizeof(T) * rows);
+        for (idx r = rows; r < mr; ++r) dst[k * mr + r] = T(0);
+      }
+      continue;
+    }
     for (int k = 0; k < kc; ++k) {
       const T* src = a + i * rsa + (p0 + k) * csa;
       for (idx r = 0; r < rows; ++r) dst[k * mr + r] = src[r * rsa];
