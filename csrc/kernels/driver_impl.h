@@ -4,9 +4,11 @@
 // vectorised at that width. Everything here has internal linkage or lives in namespace RF_ISA.
 //
 // Per (layer, direction) there is one OpenMP parallel region. Inside it:
-//   forward:  Gx = X W_ih^T + b_ih for all steps (one GEMM), then per step each thread computes the
-//             recurrent GEMM tile h_{t-1} W_hh^T for its own block of hidden units (all gates) and
-//             immediately applies the cell's gate math to it; one barrier per step publishes h_t.
+//   forward:  Gx = X W_ih^T for all steps (one GEMM), then per step the threads compute, block of
+//             hidden units by block (all gates of a block together), the recurrent GEMM tile
+//             h_{t-1} W_hh^T and at once the cell's gate math on it. Each thread starts with its own
+//             blocks and then takes unstarted ones of others (StepScheduler); a step ends when all
+//             blocks are done, which publishes h_t.
 //   backward: per step (phase A) each thread turns dL/dh_t of its units into pre-activation
 //             gradients dG_t, barrier, (phase B) computes dL/dh_{t-1} = dG_t W_hh for its units.
 //             After the loop dW_ih, dW_hh, biases and dX come from large GEMMs/reductions.
@@ -28,9 +30,6 @@
 
 #ifdef _OPENMP
 #include <omp.h>
-#define RF_BARRIER _Pragma("omp barrier")
-#else
-#define RF_BARRIER
 #endif
 
 #if defined(__SSE__) || defined(__x86_64__)
