@@ -319,8 +319,10 @@ def _cpu_name():
     return platform.processor()
 
 
-def run(sets=None, threads=None, budget_s=1.5, filter_text=None, progress=True, out=sys.stdout):
-    """Run the benchmark; returns a dict (machine info + one row per shape) and prints the table."""
+def run(sets=None, threads=None, budget_s=1.5, filter_text=None, progress=True, out=None):
+    """Run the benchmark; returns a dict (machine info + one row per shape) and prints the table
+    to `out` (default: the current sys.stdout)."""
+    out = out if out is not None else sys.stdout
     all_sets = shape_sets()
     sets = sets or list(all_sets)
     unknown = [x for x in sets if x not in all_sets]
