@@ -70,5 +70,6 @@ def build_info():
         "version": __version__,
         "openmp": bool(_core.core_has_openmp()),
         "isa": _core.core_isa_name(),
-        "num_threads": get_num_threads(),
+        # without OpenMP the setting is kept but every call runs on the calling thread
+        "num_threads": get_num_threads() if _core.core_has_openmp() else 1,
     }
