@@ -96,8 +96,9 @@ def _op_slice(node, ins, attrs, opset):
     else:
         starts = [int(v) for v in np.asarray(ins[1]).reshape(-1)]
         ends = [int(v) for v in np.asarray(ins[2]).reshape(-1)]
-        axes = None if len(ins) < 4 or ins[3] is None else [int(v) for v in np.asarray(ins[3]).reshape(-1)]
-        steps = None if len(ins) < 5 or ins[4] is None else [int(v) for v in np.asarray(ins[4]).reshape(-1)]
+        opt = [None if len(ins) <= k or ins[k] is None
+               else [int(v) for v in np.asarray(ins[k]).reshape(-1)] for k in (3, 4)]
+        axes, steps = opt
     axes = list(range(len(starts))) if axes is None else axes
     steps = [1] * len(starts) if steps is None else steps
     index = [slice(None)] * x.ndim
@@ -249,6 +250,8 @@ class _RecurrentNode:
         if weights[0] is not None and weights[1] is not None and (
                 not self.inputs["B"] or weights[2] is not None):
             self._load(*weights)
+        # weights from initializers never change: no per-run comparison
+        self._constant = self.model is not None
 
     def _load(self, W, R, B):
         """Build (or refill) the rnnfast model for these ONNX weights."""
@@ -297,7 +300,8 @@ class _RecurrentNode:
     def run(self, values):
         get = lambda k: values[self.inputs[k]] if self.inputs[k] else None  # noqa: E731
         W, R, B = get("W"), get("R"), get("B")
-        if self._loaded is None or not all(_same(a, b) for a, b in zip((W, R, B), self._loaded)):
+        if not self._constant and (self._loaded is None or not all(
+                _same(a, b) for a, b in zip((W, R, B), self._loaded))):
             self._load(W, R, B)
         m, D, H, where = self.model, self.D, self.model.hidden_size, self.where
         X = np.asarray(get("X"))
@@ -309,6 +313,10 @@ class _RecurrentNode:
         lens = get("sequence_lens")
         if lens is not None:
             lens = np.asarray(lens).reshape(-1).astype(np.int64)
+            if lens.shape != (Bsz,) or lens.min() < 1 or lens.max() > T:
+                raise ValueError(f"{where}: sequence_lens must hold one length in 1..{T} per "
+                                 f"batch row ({Bsz}), got {lens.tolist()} (rnnfast does not run "
+                                 f"zero-length rows)")
         states = []
         for k in ("initial_h", "initial_c") if self.op == "LSTM" else ("initial_h",):
             s = get(k)

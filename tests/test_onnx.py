@@ -223,6 +223,59 @@ def test_rnn_relu_activation():
         assert _maxerr(g, r) < TOL
 
 
+def test_glue_operators_match_reference():
+    # initial_h = ConstantOfShape([1, batch, H]) built from Shape/Slice/Gather/Concat/Cast, and
+    # the outputs post-processed by Squeeze/Unsqueeze/Transpose/Reshape/Expand/arithmetic
+    model, feed = _graph("GRU", 4, 3, direction="forward")
+    g = model.graph
+    del g.output[:]
+    mk = helper.make_node
+    ints = lambda name, v: g.initializer.append(  # noqa: E731
+        numpy_helper.from_array(np.array(v, np.int64), name))
+    ints("one", [1]), ints("two", [2]), ints("hid", [3]), ints("idx1", 1), ints("ax0", [0])
+    ints("ax1", [1]), ints("flat", [0, -1])
+    g.initializer.append(numpy_helper.from_array(np.array(2.0, np.float32), "two_f"))
+    nodes = [
+        mk("Shape", ["x"], ["xs"]),
+        mk("Slice", ["xs", "one", "two", "ax0"], ["b_sl"]),
+        mk("Gather", ["xs", "idx1"], ["b_sc"], axis=0),
+        mk("Unsqueeze", ["b_sc", "ax0"], ["b_un"]),
+        mk("Cast", ["b_un"], ["b_f"], to=TensorProto.FLOAT),
+        mk("Cast", ["b_f"], ["b_i"], to=TensorProto.INT64),
+        mk("Concat", ["one", "b_i", "hid"], ["hshape"], axis=0),
+        mk("ConstantOfShape", ["hshape"], ["h0"],
+           value=numpy_helper.from_array(np.array([0.5], np.float32))),
+        mk("Constant", [], ["half"], value_float=0.5),
+        g.node[0],
+        mk("Squeeze", ["Y", "ax1"], ["Ys"]),
+        mk("Transpose", ["Ys"], ["Yt"], perm=[1, 0, 2]),
+        mk("Reshape", ["Yt", "flat"], ["Yr"]),
+        mk("Mul", ["Yr", "two_f"], ["m"]),
+        mk("Sub", ["m", "half"], ["s"]),
+        mk("Div", ["s", "two_f"], ["d"]),
+        mk("Expand", ["Y_h", "hshape"], ["e"]),
+        mk("Add", ["e", "half"], ["a"]),
+        mk("Identity", ["a"], ["out2"]),
+        mk("Identity", ["b_sl"], ["out3"]),
+    ]
+    assert len(g.node[0].input) == 4  # x, W, R, B
+    g.node[0].input.extend(["", "h0"])
+    del g.node[:]
+    g.node.extend(nodes[::-1])  # reversed on purpose: load_onnx must order the nodes itself
+    g.output.extend([helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("d", "out2")]
+                    + [helper.make_tensor_value_info("out3", TensorProto.INT64, None)])
+    ordered = onnx.ModelProto()
+    ordered.CopyFrom(model)
+    del ordered.graph.node[:]
+    ordered.graph.node.extend(nodes)
+    got = rf.load_onnx(model).run(None, feed)
+    ref = ReferenceEvaluator(ordered).run(None, feed)
+    assert got[0].shape == (3, 5 * 3)
+    for a, b in zip(got, ref):
+        assert a.dtype == b.dtype
+        assert _maxerr(a, b) < TOL
+
+
 # ---------------------------------------------------------------------------- (c) errors
 @pytest.mark.parametrize("op,attrs,name", [
     ("LSTM", dict(clip=1.0), "clip"),
@@ -268,6 +321,15 @@ def test_bad_feeds_raise():
         sess.run(None, dict(feed, nope=np.zeros(1)))
     with pytest.raises(TypeError):
         rf.load_onnx(12)
+
+
+def test_zero_sequence_length_raises_naming_it():
+    model, feed = _graph("LSTM", 4, 3, lens=True)
+    sess = rf.load_onnx(model)
+    with pytest.raises(ValueError, match="sequence_lens"):
+        sess.run(None, dict(feed, lens=np.array([5, 0, 4], np.int32)))
+    with pytest.raises(ValueError, match="sequence_lens"):
+        sess.run(None, dict(feed, lens=np.array([5, 6, 4], np.int32)))
 
 
 # ---------------------------------------------------------------------------- (d) save_onnx
