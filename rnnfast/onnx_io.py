@@ -508,6 +508,8 @@ def save_onnx(model, path=None, initial_state=False, lengths=False, opset=14):
     ``initial_state``, ``h0`` (and ``c0`` for LSTM) shaped ``(num_layers * num_directions, batch,
     hidden_size)``, then, if ``lengths``, ``sequence_lens`` (int32, one per batch row).
     Outputs: ``y`` (rnnfast's layout), ``h_n`` and, for LSTM, ``c_n``.
+    Weights and activations keep the model's dtype: a float64 model gives a float64 graph, which
+    ``load_onnx`` and ``onnx.reference`` run but onnxruntime's CPU kernels (float only) refuse.
     Returns the serialized bytes if ``path`` is None, else writes the file and returns None.
     """
     onnx, numpy_helper = _import_onnx("save_onnx")

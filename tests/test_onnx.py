@@ -377,6 +377,26 @@ def test_save_onnx_round_trip(cls, L, bi, bf, bias, tmp_path):
         assert _maxerr(g, e) < TOL
 
 
+@pytest.mark.parametrize("cls", ["LSTM", "GRU", "RNN"])
+def test_save_onnx_float64_vs_reference(cls):
+    # onnxruntime has no float64 LSTM/GRU/RNN kernels; onnx.reference checks the graph instead
+    m = getattr(rf, cls)(3, 4, num_layers=2, bidirectional=True, dtype="float64", seed=1)
+    x = np.random.default_rng(2).standard_normal((5, 2, 3))
+    h0 = np.random.default_rng(3).standard_normal((4, 2, 4))
+    data = rf.save_onnx(m, initial_state=True)
+    feed = {"x": x, "h0": h0}
+    hx = h0
+    if cls == "LSTM":
+        feed["c0"] = np.random.default_rng(4).standard_normal((4, 2, 4))
+        hx = (h0, feed["c0"])
+    y, s = m(x, hx)
+    expected = [y] + (list(s) if cls == "LSTM" else [s])
+    ref = ReferenceEvaluator(onnx.load_from_string(data)).run(None, feed)
+    for r, e in zip(ref, expected):
+        assert r.dtype == np.float64
+        assert _maxerr(r, e) < 1e-12
+
+
 def test_save_onnx_rejects_non_models():
     with pytest.raises(TypeError, match="save_onnx"):
         rf.save_onnx(rf.Linear(3, 4))
