@@ -16,13 +16,14 @@ from .model import SequenceModel
 from .stream import Stream
 from .interop import from_torch, to_torch
 from .io import load, save
+from .onnx_io import load_onnx, save_onnx
 from . import keras
 
 __version__ = "0.1.0"
 __all__ = ["RNN", "LSTM", "GRU", "Tape", "set_num_threads", "get_num_threads", "build_info",
            "Embedding", "Linear", "SequenceModel", "losses", "init", "sampling", "optim",
            "clip_grad_norm", "clip_grad_value", "Stream", "from_torch", "to_torch", "keras",
-           "save", "load"]
+           "save", "load", "load_onnx", "save_onnx"]
 
 set_num_threads(default_num_threads())
 

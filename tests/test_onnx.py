@@ -1,0 +1,402 @@
+"""ONNX interop: graphs exported by torch.onnx.export and built with onnx.helper run by
+rf.load_onnx against torch / onnxruntime / onnx.reference; unsupported attributes and operators
+raise errors naming them; rf.save_onnx files run in onnxruntime give rnnfast's outputs."""
+import io
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+import rnnfast as rf
+
+TOL = 1e-5
+G = {"LSTM": 4, "GRU": 3, "RNN": 1}
+
+
+def _ort(model_bytes):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+
+
+def _ort_run(model, feed):
+    """onnxruntime's outputs. ORT's CPU kernels refuse layout=1, so a layout-1 graph runs as its
+    layout-0 twin with the feed and the outputs transposed."""
+    attr = [a for a in model.graph.node[0].attribute if a.name == "layout"]
+    if not attr or attr[0].i == 0:
+        return _ort(model.SerializeToString()).run(None, feed)
+    twin = onnx.ModelProto()
+    twin.CopyFrom(model)
+    [a for a in twin.graph.node[0].attribute if a.name == "layout"][0].i = 0
+    for vi in list(twin.graph.input) + list(twin.graph.output):
+        vi.type.tensor_type.ClearField("shape")
+    f2 = {k: (v.transpose(1, 0, 2) if k in ("x", "h0", "c0") else v) for k, v in feed.items()}
+    out = _ort(twin.SerializeToString()).run(None, f2)
+    return [out[0].transpose(2, 0, 1, 3)] + [o.transpose(1, 0, 2) for o in out[1:]]
+
+
+def _maxerr(a, b):
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+# ------------------------------------------------------------------------ (a) torch.onnx.export
+TORCH_CASES = [(cls, L, bi, bf) for cls in ("LSTM", "GRU", "RNN")
+               for (L, bi, bf) in ((1, False, False), (2, True, True), (2, False, True),
+                                   (1, True, False))]
+
+
+@pytest.mark.parametrize("cls,L,bi,bf", TORCH_CASES)
+def test_torch_export_runs_like_torch(cls, L, bi, bf):
+    torch.manual_seed(0)
+    kw = dict(num_layers=L, bidirectional=bi, batch_first=bf)
+    if cls == "RNN":
+        kw["nonlinearity"] = "relu" if L == 2 and bi else "tanh"
+    m = getattr(torch.nn, cls)(3, 5, **kw).eval()
+    x = torch.randn((2, 6, 3) if bf else (6, 2, 3))
+    outs = ["y", "h"] + (["c"] if cls == "LSTM" else [])
+    f = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (x,), f, dynamo=False, input_names=["x"], output_names=outs,
+                          opset_version=14)
+    data = f.getvalue()
+    with torch.no_grad():
+        ty, ts = m(x)
+    expected = [ty.numpy()] + ([t.numpy() for t in ts] if cls == "LSTM" else [ts.numpy()])
+    sess = rf.load_onnx(data)
+    assert [i.name for i in sess.get_inputs()] == ["x"]
+    assert [o.name for o in sess.get_outputs()] == outs
+    assert len(sess.models) == L and all(isinstance(mm, getattr(rf, cls)) for mm in sess.models)
+    got = sess.run(None, {"x": x.numpy()})
+    ref = _ort(data).run(None, {"x": x.numpy()})
+    for g, e, r in zip(got, expected, ref):
+        assert _maxerr(g, e) < TOL
+        assert _maxerr(g, r) < TOL
+    # output selection by name
+    (h,) = sess.run(["h"], {"x": x.numpy()})
+    np.testing.assert_array_equal(h, got[1])
+
+
+# ------------------------------------------------------------------------- (b) onnx.helper graphs
+def _graph(op, I, H, direction="forward", layout=0, bias=True, lens=False, init_h=False,
+           init_c=False, weights_as_inputs=False, seed=0, dtype=np.float32, **attrs):
+    """A one-node graph of op and the feed for it (T=5, B=3)."""
+    rng = np.random.default_rng(seed)
+    D = 2 if direction == "bidirectional" else 1
+    T, B = 5, 3
+    elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
+    W = rng.uniform(-0.5, 0.5, (D, G[op] * H, I)).astype(dtype)
+    R = rng.uniform(-0.5, 0.5, (D, G[op] * H, H)).astype(dtype)
+    Bb = rng.uniform(-0.5, 0.5, (D, 2 * G[op] * H)).astype(dtype)
+    x = rng.standard_normal((B, T, I) if layout else (T, B, I)).astype(dtype)
+    feed = {"x": x}
+    sshape = (B, D, H) if layout else (D, B, H)
+    weights = {"W": W, "R": R}
+    if bias:
+        weights["B"] = Bb
+    inits, inputs = [], [helper.make_tensor_value_info("x", elem, list(x.shape))]
+    for k, v in weights.items():
+        if weights_as_inputs:
+            inputs.append(helper.make_tensor_value_info(k, elem, list(v.shape)))
+            feed[k] = v
+        else:
+            inits.append(numpy_helper.from_array(v, k))
+    names = ["x", "W", "R", "B" if bias else ""]
+    names.append("lens" if lens else "")
+    if lens:
+        inputs.append(helper.make_tensor_value_info("lens", TensorProto.INT32, [B]))
+        feed["lens"] = np.array([5, 2, 4], np.int32)
+    for st, on in (("h0", init_h), ("c0", init_c)):
+        if st == "c0" and op != "LSTM":
+            continue
+        names.append(st if on else "")
+        if on:
+            inputs.append(helper.make_tensor_value_info(st, elem, list(sshape)))
+            feed[st] = rng.standard_normal(sshape).astype(dtype)
+    while names[-1] == "":
+        names.pop()
+    outs = ["Y", "Y_h"] + (["Y_c"] if op == "LSTM" else [])
+    if op == "GRU":
+        attrs.setdefault("linear_before_reset", 1)
+    node = helper.make_node(op, names, outs, hidden_size=H, direction=direction, layout=layout,
+                            **attrs)
+    outputs = [helper.make_tensor_value_info(o, elem, None) for o in outs]
+    g = helper.make_graph([node], "g", inputs, outputs, inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 8
+    return model, feed
+
+
+HELPER_CASES = [
+    dict(direction="forward"), dict(direction="reverse"), dict(direction="bidirectional"),
+    dict(direction="forward", layout=1), dict(direction="bidirectional", layout=1, init_h=True,
+                                              init_c=True),
+    dict(direction="reverse", init_h=True, init_c=True), dict(bias=False),
+    dict(direction="bidirectional", weights_as_inputs=True, init_h=True),
+]
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("case", HELPER_CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_helper_graph_matches_reference_and_ort(op, case):
+    model, feed = _graph(op, 4, 3, **case)
+    got = rf.load_onnx(model.SerializeToString()).run(None, feed)
+    ref = ReferenceEvaluator(model).run(None, feed)
+    via_ort = _ort_run(model, feed)
+    D = 2 if case.get("direction") == "bidirectional" else 1
+    T, B, H = 5, 3, 3
+    assert got[0].shape == ((B, T, D, H) if case.get("layout") else (T, D, B, H))
+    for g, r, o in zip(got, ref, via_ort):
+        assert _maxerr(g, r) < TOL
+        assert _maxerr(g, o) < TOL
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("layout", [0, 1])
+def test_sequence_lens_matches_ort(op, direction, layout):
+    # onnx.reference ignores sequence_lens, so onnxruntime is the oracle here; the padding and
+    # last-valid-step semantics are also checked directly.
+    model, feed = _graph(op, 4, 3, direction=direction, layout=layout, lens=True, init_h=True,
+                         init_c=True, seed=1)
+    got = rf.load_onnx(model).run(None, feed)
+    via_ort = _ort_run(model, feed)
+    for g, o in zip(got, via_ort):
+        assert _maxerr(g, o) < TOL
+    Y = got[0] if layout == 0 else got[0].transpose(1, 2, 0, 3)  # -> (T, D, B, H)
+    Yh = got[1] if layout == 0 else got[1].transpose(1, 0, 2)
+    lens = feed["lens"]
+    for b, n in enumerate(lens):
+        assert np.all(Y[n:, :, b] == 0)
+        assert np.any(Y[:n, :, b] != 0)
+        np.testing.assert_array_equal(Yh[0, b], Y[n - 1, 0, b] if direction != "reverse" else Y[0, 0, b])
+        if direction == "bidirectional":
+            np.testing.assert_array_equal(Yh[1, b], Y[0, 1, b])
+    # a row of full length equals the graph run on that row alone without sequence_lens
+    m2, f2 = _graph(op, 4, 3, direction=direction, layout=layout, init_h=True, init_c=True, seed=1)
+    full = rf.load_onnx(m2).run(None, f2)
+    assert _maxerr(got[0][..., 0, :] if layout == 0 else got[0][0], full[0][..., 0, :]
+                   if layout == 0 else full[0][0]) < TOL
+
+
+def test_float64_graph_tight_vs_reference():
+    model, feed = _graph("LSTM", 4, 3, direction="bidirectional", init_h=True, init_c=True,
+                         dtype=np.float64)
+    sess = rf.load_onnx(model)
+    assert sess.models[0].dtype == np.float64
+    for g, r in zip(sess.run(None, feed), ReferenceEvaluator(model).run(None, feed)):
+        assert _maxerr(g, r) < 1e-12
+
+
+def test_weights_as_inputs_reload_when_they_change():
+    model, feed = _graph("GRU", 4, 3, direction="bidirectional", weights_as_inputs=True)
+    sess = rf.load_onnx(model)
+    assert sess.models == [None]
+    first = sess.run(None, feed)
+    m0 = sess.models[0]
+    assert isinstance(m0, rf.GRU)
+    feed2 = dict(feed, W=feed["W"] * 0.5, B=feed["B"] + 0.1)
+    second = sess.run(None, feed2)
+    ref2 = ReferenceEvaluator(model).run(None, feed2)
+    assert _maxerr(second[0], first[0]) > 1e-3
+    for g, r in zip(second, ref2):
+        assert _maxerr(g, r) < TOL
+    # back to the first weights: the first answer again
+    for g, r in zip(sess.run(None, feed), first):
+        np.testing.assert_array_equal(g, r)
+
+
+def test_rnn_relu_activation():
+    model, feed = _graph("RNN", 4, 3, direction="bidirectional", activations=["Relu", "Relu"])
+    sess = rf.load_onnx(model)
+    assert sess.models[0].nonlinearity == "relu"
+    # onnx.reference has no Relu for RNN; onnxruntime does
+    got = sess.run(None, feed)
+    assert np.all(got[0] >= 0) and np.any(got[0] == 0)
+    for g, r in zip(got, _ort_run(model, feed)):
+        assert _maxerr(g, r) < TOL
+
+
+def test_glue_operators_match_reference():
+    # initial_h = ConstantOfShape([1, batch, H]) built from Shape/Slice/Gather/Concat/Cast, and
+    # the outputs post-processed by Squeeze/Unsqueeze/Transpose/Reshape/Expand/arithmetic
+    model, feed = _graph("GRU", 4, 3, direction="forward")
+    g = model.graph
+    del g.output[:]
+    mk = helper.make_node
+    ints = lambda name, v: g.initializer.append(  # noqa: E731
+        numpy_helper.from_array(np.array(v, np.int64), name))
+    ints("one", [1]), ints("two", [2]), ints("hid", [3]), ints("idx1", 1), ints("ax0", [0])
+    ints("ax1", [1]), ints("flat", [0, -1])
+    g.initializer.append(numpy_helper.from_array(np.array(2.0, np.float32), "two_f"))
+    nodes = [
+        mk("Shape", ["x"], ["xs"]),
+        mk("Slice", ["xs", "one", "two", "ax0"], ["b_sl"]),
+        mk("Gather", ["xs", "idx1"], ["b_sc"], axis=0),
+        mk("Unsqueeze", ["b_sc", "ax0"], ["b_un"]),
+        mk("Cast", ["b_un"], ["b_f"], to=TensorProto.FLOAT),
+        mk("Cast", ["b_f"], ["b_i"], to=TensorProto.INT64),
+        mk("Concat", ["one", "b_i", "hid"], ["hshape"], axis=0),
+        mk("ConstantOfShape", ["hshape"], ["h0"],
+           value=numpy_helper.from_array(np.array([0.5], np.float32))),
+        mk("Constant", [], ["half"], value_float=0.5),
+        g.node[0],
+        mk("Squeeze", ["Y", "ax1"], ["Ys"]),
+        mk("Transpose", ["Ys"], ["Yt"], perm=[1, 0, 2]),
+        mk("Reshape", ["Yt", "flat"], ["Yr"]),
+        mk("Mul", ["Yr", "two_f"], ["m"]),
+        mk("Sub", ["m", "half"], ["s"]),
+        mk("Div", ["s", "two_f"], ["d"]),
+        mk("Expand", ["Y_h", "hshape"], ["e"]),
+        mk("Add", ["e", "half"], ["a"]),
+        mk("Identity", ["a"], ["out2"]),
+        mk("Identity", ["b_sl"], ["out3"]),
+    ]
+    assert len(g.node[0].input) == 4  # x, W, R, B
+    g.node[0].input.extend(["", "h0"])
+    del g.node[:]
+    g.node.extend(nodes[::-1])  # reversed on purpose: load_onnx must order the nodes itself
+    g.output.extend([helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("d", "out2")]
+                    + [helper.make_tensor_value_info("out3", TensorProto.INT64, None)])
+    ordered = onnx.ModelProto()
+    ordered.CopyFrom(model)
+    del ordered.graph.node[:]
+    ordered.graph.node.extend(nodes)
+    got = rf.load_onnx(model).run(None, feed)
+    ref = ReferenceEvaluator(ordered).run(None, feed)
+    assert got[0].shape == (3, 5 * 3)
+    for a, b in zip(got, ref):
+        assert a.dtype == b.dtype
+        assert _maxerr(a, b) < TOL
+
+
+# ---------------------------------------------------------------------------- (c) errors
+@pytest.mark.parametrize("op,attrs,name", [
+    ("LSTM", dict(clip=1.0), "clip"),
+    ("GRU", dict(clip=2.0), "clip"),
+    ("LSTM", dict(input_forget=1), "input_forget"),
+    ("GRU", dict(linear_before_reset=0), "linear_before_reset"),
+    ("LSTM", dict(activations=["Sigmoid", "Relu", "Tanh"]), "activations"),
+    ("GRU", dict(activations=["HardSigmoid", "Tanh"]), "activations"),
+    ("RNN", dict(activations=["Sigmoid"]), "activations"),
+    ("RNN", dict(activation_alpha=[0.5], activations=["Tanh"]), "activation_alpha"),
+    ("LSTM", dict(activation_beta=[0.5, 0.5, 0.5]), "activation_beta"),
+])
+def test_unsupported_attribute_raises_naming_it(op, attrs, name):
+    model, _ = _graph(op, 4, 3, **attrs)
+    with pytest.raises(NotImplementedError, match=name):
+        rf.load_onnx(model)
+
+
+def test_peephole_raises():
+    model, feed = _graph("LSTM", 4, 3)
+    node = model.graph.node[0]
+    while len(node.input) < 7:
+        node.input.append("")
+    node.input.append("P")
+    model.graph.initializer.append(numpy_helper.from_array(np.zeros((1, 9), np.float32), "P"))
+    with pytest.raises(NotImplementedError, match="'P'"):
+        rf.load_onnx(model)
+
+
+def test_unknown_operator_raises_naming_it():
+    model, feed = _graph("GRU", 4, 3)
+    model.graph.node.append(helper.make_node("Softmax", ["Y"], ["Z"], name="sm"))
+    with pytest.raises(NotImplementedError, match="Softmax"):
+        rf.load_onnx(model)
+
+
+def test_bad_feeds_raise():
+    model, feed = _graph("RNN", 4, 3)
+    sess = rf.load_onnx(model)
+    with pytest.raises(ValueError, match="missing"):
+        sess.run(None, {})
+    with pytest.raises(ValueError, match="unknown"):
+        sess.run(None, dict(feed, nope=np.zeros(1)))
+    with pytest.raises(TypeError):
+        rf.load_onnx(12)
+
+
+def test_zero_sequence_length_raises_naming_it():
+    model, feed = _graph("LSTM", 4, 3, lens=True)
+    sess = rf.load_onnx(model)
+    with pytest.raises(ValueError, match="sequence_lens"):
+        sess.run(None, dict(feed, lens=np.array([5, 0, 4], np.int32)))
+    with pytest.raises(ValueError, match="sequence_lens"):
+        sess.run(None, dict(feed, lens=np.array([5, 6, 4], np.int32)))
+
+
+# ---------------------------------------------------------------------------- (d) save_onnx
+SAVE_CASES = [(cls, L, bi, bf, bias) for cls in ("LSTM", "GRU", "RNN")
+              for (L, bi, bf, bias) in ((1, False, False, True), (2, True, True, True),
+                                        (3, True, False, False))]
+
+
+@pytest.mark.parametrize("cls,L,bi,bf,bias", SAVE_CASES)
+def test_save_onnx_round_trip(cls, L, bi, bf, bias, tmp_path):
+    kw = dict(num_layers=L, bidirectional=bi, batch_first=bf, bias=bias, seed=3)
+    if cls == "RNN" and bi:
+        kw["nonlinearity"] = "relu"
+    m = getattr(rf, cls)(4, 5, **kw)
+    rng = np.random.default_rng(0)
+    T, B, D = 6, 3, 2 if bi else 1
+    x = rng.standard_normal((B, T, 4) if bf else (T, B, 4)).astype(np.float32)
+    lens = np.array([6, 3, 5], np.int32)
+    h0 = rng.standard_normal((L * D, B, 5)).astype(np.float32)
+    c0 = rng.standard_normal((L * D, B, 5)).astype(np.float32)
+    lstm = cls == "LSTM"
+    # plain: x only
+    data = rf.save_onnx(m)
+    y, s = m(x)
+    expected = [y] + (list(s) if lstm else [s])
+    via_ort = _ort(data).run(None, {"x": x})
+    for o, e in zip(via_ort, expected):
+        assert _maxerr(o, e) < TOL
+    for g, e in zip(rf.load_onnx(data).run(None, {"x": x}), expected):
+        assert _maxerr(g, e) < TOL
+    # with initial states and lengths, written to a file
+    path = tmp_path / "m.onnx"
+    assert rf.save_onnx(m, path, initial_state=True, lengths=True) is None
+    feed = {"x": x, "h0": h0, "sequence_lens": lens}
+    if lstm:
+        feed["c0"] = c0
+    y, s = m(x, (h0, c0) if lstm else h0, lens)
+    expected = [y] + (list(s) if lstm else [s])
+    via_ort = _ort(path.read_bytes()).run(None, feed)
+    assert [o.name for o in _ort(path.read_bytes()).get_outputs()] == \
+        ["y", "h_n"] + (["c_n"] if lstm else [])
+    for o, e in zip(via_ort, expected):
+        assert _maxerr(o, e) < TOL
+    for g, e in zip(rf.load_onnx(path).run(None, feed), expected):
+        assert _maxerr(g, e) < TOL
+
+
+@pytest.mark.parametrize("cls", ["LSTM", "GRU", "RNN"])
+def test_save_onnx_float64_vs_reference(cls):
+    # onnxruntime has no float64 LSTM/GRU/RNN kernels; onnx.reference checks the graph instead
+    m = getattr(rf, cls)(3, 4, num_layers=2, bidirectional=True, dtype="float64", seed=1)
+    x = np.random.default_rng(2).standard_normal((5, 2, 3))
+    h0 = np.random.default_rng(3).standard_normal((4, 2, 4))
+    data = rf.save_onnx(m, initial_state=True)
+    feed = {"x": x, "h0": h0}
+    hx = h0
+    if cls == "LSTM":
+        feed["c0"] = np.random.default_rng(4).standard_normal((4, 2, 4))
+        hx = (h0, feed["c0"])
+    y, s = m(x, hx)
+    expected = [y] + (list(s) if cls == "LSTM" else [s])
+    ref = ReferenceEvaluator(onnx.load_from_string(data)).run(None, feed)
+    for r, e in zip(ref, expected):
+        assert r.dtype == np.float64
+        assert _maxerr(r, e) < 1e-12
+
+
+def test_save_onnx_rejects_non_models():
+    with pytest.raises(TypeError, match="save_onnx"):
+        rf.save_onnx(rf.Linear(3, 4))
