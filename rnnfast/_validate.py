@@ -87,3 +87,14 @@ def lengths_array(lengths, batch, seq_len):
         raise ValueError(f"lengths must lie in 1..{seq_len} (the sequence length), "
                          f"got {int(arr[bad][0])} at row {int(np.flatnonzero(bad)[0])}")
     return arr
+
+
+def rng(seed):
+    """A numpy Generator from an int seed (>= 0), None (fresh entropy) or a Generator (used as is)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, (bool, np.bool_))):
+        if seed is not None and seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed}")
+        return np.random.default_rng(seed)
+    raise TypeError(f"seed must be an int, None or a numpy.random.Generator, got {seed!r}")

@@ -16,20 +16,12 @@ import numbers
 
 import numpy as np
 
+from . import _validate as V
+
 from ._rnn import _RNNBase
 from .layers import Embedding, Linear
 
 __all__ = ["pytorch_default", "xavier_uniform", "orthogonal", "forget_bias", "zero_bias"]
-
-
-def _rng(seed):
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, (bool, np.bool_))):
-        if seed is not None and seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed}")
-        return np.random.default_rng(seed)
-    raise TypeError(f"seed must be an int, None or a numpy.random.Generator, got {seed!r}")
 
 
 def _gain(gain):
@@ -87,7 +79,7 @@ def pytorch_default(model, seed=None):
     normal with a zero padding row."""
     _check(model, (_RNNBase, Linear, Embedding), "pytorch_default",
            "RNN, LSTM, GRU, Linear or Embedding")
-    rng = _rng(seed)
+    rng = V.rng(seed)
     buf = model._param_buffer()
     if isinstance(model, Embedding):
         buf[:] = rng.standard_normal(buf.size)
@@ -107,7 +99,7 @@ def xavier_uniform(model, gain=1.0, which="all", seed=None):
     ``'all'`` (weight_ih and weight_hh), ``'ih'`` or ``'hh'``. For Linear: the weight with
     ``±gain * sqrt(6 / (in_features + out_features))``. Biases are untouched."""
     _check(model, (_RNNBase, Linear), "xavier_uniform", "RNN, LSTM, GRU or Linear")
-    gain, rng = _gain(gain), _rng(seed)
+    gain, rng = _gain(gain), V.rng(seed)
     views = _writable(model)
     for name in _weights(model, which):
         for block in _gate_blocks(model, name, views[name]):
@@ -134,7 +126,7 @@ def orthogonal(model, gain=1.0, seed=None):
     the weight becomes (semi-)orthogonal, rows or columns orthonormal. Input weights and biases are
     untouched."""
     _check(model, (_RNNBase, Linear), "orthogonal", "RNN, LSTM, GRU or Linear")
-    gain, rng = _gain(gain), _rng(seed)
+    gain, rng = _gain(gain), V.rng(seed)
     views = _writable(model)
     for name in _weights(model, "hh"):
         for block in _gate_blocks(model, name, views[name]):

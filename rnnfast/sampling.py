@@ -9,19 +9,11 @@ import numbers
 
 import numpy as np
 
+from . import _validate as V
+
 from .model import SequenceModel
 
 __all__ = ["sample"]
-
-
-def _rng(seed):
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, (bool, np.bool_))):
-        if seed is not None and seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed}")
-        return np.random.default_rng(seed)
-    raise TypeError(f"seed must be an int, None or a numpy.random.Generator, got {seed!r}")
 
 
 def _check_model(model):
@@ -93,7 +85,7 @@ def sample(model, prefix, n, temperature=1.0, top_k=None, seed=None, hx=None):
         if not 1 <= top_k <= vocab:
             raise ValueError(f"top_k must be in 1..{vocab} (the vocabulary size), got {top_k}")
         top_k = int(top_k)
-    rng = _rng(seed)
+    rng = V.rng(seed)
 
     ids = np.asarray(prefix.detach().cpu().numpy() if hasattr(prefix, "detach") else prefix)
     if ids.dtype.kind not in "iu":
