@@ -1,4 +1,5 @@
 """Argument checks done once, at the public boundary. Messages name what was expected and what came."""
+import math
 import numbers
 
 import numpy as np
@@ -98,3 +99,13 @@ def rng(seed):
             raise ValueError(f"seed must be a non-negative integer, got {seed}")
         return np.random.default_rng(seed)
     raise TypeError(f"seed must be an int, None or a numpy.random.Generator, got {seed!r}")
+
+
+def real_number(value, name):
+    """``value`` as a finite Python float, or TypeError/ValueError naming ``name``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    return value

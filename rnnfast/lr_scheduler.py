@@ -17,6 +17,8 @@ import numbers
 
 import numpy as np
 
+from . import _validate as V
+
 
 def _optimizer(opt):
     from .optim import Optimizer
@@ -26,13 +28,7 @@ def _optimizer(opt):
     return opt
 
 
-def _number(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value}")
-    return value
+_number = V.real_number
 
 
 def _positive(value, name):

@@ -21,10 +21,11 @@ Usage::
         ...forward, loss, model.backward(...)...
         opt.step()
 """
-import math
 import numbers
 
 import numpy as np
+
+from . import _validate as V
 
 from . import _optim
 
@@ -32,14 +33,7 @@ _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 # ------------------------------------------------------------------------------ argument checks
-def _number(value, name):
-    """``value`` as a finite Python float, or TypeError/ValueError naming ``name``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value}")
-    return value
+_number = V.real_number
 
 
 def _flag(value, name):
