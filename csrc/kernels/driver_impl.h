@@ -131,12 +131,17 @@ inline bool row_active(const int64_t* len, idx b, idx t) { return !len || t < le
 
 // Gate math of units [j0, j1) of one batch row (all pointers indexed by unit; gh by unit too, i.e.
 // already offset by -j0 into the tile). Branch-free so that it vectorises.
-template <class T, class Cell, bool Store>
+template <class T, class Cell, bool Store, int W = 0>
 inline void forward_units(idx j0, idx j1, const T* gx, const T* bx, const T* gh, idx ts,
                           const T* bh, idx gs, const T* hp, const T* cp, T* hn, T* cn, T* st,
                           T* y) {
+  // W > 0: a full block of W units whose tile stride is W too; a compile-time trip count lets the
+  // compiler emit straight vector code without loop prologue/epilogue (blocks are only 1-4 vectors).
+  const idx n = W > 0 ? W : j1 - j0;
+  if constexpr (W > 0) ts = W;
 #pragma GCC ivdep
-  for (idx j = j0; j < j1; ++j) {
+  for (idx k = 0; k < n; ++k) {
+    const idx j = j0 + k;
     T h, c;
     Cell::template fwd<Store>(gx + j, bx + j, gh + j, ts, bh + j, gs, hp[j],
                               Cell::kHasC ? cp[j] : T(0), &h, &c, st + j);
@@ -175,6 +180,7 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
   const int mr = kern.mr, nr = g.nr;
   const idx T_ = g.T, B = g.B, H = g.H, GH = g.GH, DH = g.DH, S = g.S, in = g.in_size(l);
   constexpr int G = Cell::G;
+  constexpr int kNR = TileShape<T>::nv * Vec<T>::lanes;  // == nr
   const bool rev = d == 1, train = P.hs != nullptr;
 
   // Input projection for all steps, gx = xin W_ih^T (b_ih is added in the gate math: writing the
@@ -195,7 +201,16 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
     }
   team.sync();
 
-  alignas(64) T tile[8 * 4 * 64];  // mr x (G*nr) recurrent pre-activations of one tile
+  // Recurrent pre-activations of a chunk of rows: (rows, G*nr). Rows are taken in chunks of whole
+  // row tiles so that each gate's weight panel is loaded once per chunk and then reused, from L1,
+  // by every row tile of the chunk (row tiles outermost would stream the thread's whole weight
+  // slice from L2/L3 once per row tile).
+  constexpr int kTileBytes = 16384;
+  alignas(64) T tile[kTileBytes / sizeof(T)];
+  const idx row_tiles = ceil_div(B, (idx)mr);
+  const idx max_tiles = std::max<idx>(1, (idx)(kTileBytes / sizeof(T)) / ((idx)mr * G * nr));
+  const idx chunk_tiles = ceil_div(row_tiles, ceil_div(row_tiles, max_tiles));
+  const idx chunk_rows = chunk_tiles * mr;
   StepScheduler& sched = *team.sched;
   for (idx s = 0; s < T_; ++s) {
     const idx t = rev ? T_ - 1 - s : s;
@@ -210,29 +225,46 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
     T* st = P.st ? P.st + t * B * S * H : nullptr;
     const T* gxt = gx + t * B * GH;
     T* yt = yout + t * B * DH + d * H;
-    // One block: the recurrent GEMM tiles of units [ju0, ju1) for all rows, each followed at once
-    // by the gate math of its rows.
+    // One block: the recurrent GEMM tiles of units [ju0, ju1) for all rows, each chunk of rows
+    // followed at once by the gate math of its rows.
     auto run_block = [&](idx u) {
       const idx ju0 = u * nr, ju1 = std::min(H, ju0 + nr);
-      for (idx i0 = 0; i0 < B; i0 += mr) {
-        const int m = (int)std::min<idx>(mr, B - i0);
+      for (idx r0 = 0; r0 < B; r0 += chunk_rows) {
+        const idx r1 = std::min(B, r0 + chunk_rows);
+        // The chunk's slice of the input projection is read by the gate math right after the
+        // tiles: start loading it now (it streams from L3 or memory, one line per row and gate).
+        for (idx b = r0; b < r1; ++b)
+          for (int gg = 0; gg < G; ++gg)
+            for (idx j = ju0; j < ju1; j += 64 / (idx)sizeof(T))
+              __builtin_prefetch(gxt + b * GH + gg * H + j);
         for (int gg = 0; gg < G; ++gg)
-          tile_gemm<T>((int)H, hprev + i0 * H, H, 1, P.pk_whhT + (u * G + gg) * H * nr,
-                       tile + gg * nr, G * nr, m, nr, 0);
-        for (int ii = 0; ii < m; ++ii) {
-          const idx b = i0 + ii;
+          for (idx i0 = r0; i0 < r1; i0 += mr)
+            tile_gemm<T>((int)H, hprev + i0 * H, H, 1, P.pk_whhT + (u * G + gg) * H * nr,
+                         tile + (i0 - r0) * G * nr + gg * nr, G * nr,
+                         (int)std::min<idx>(mr, r1 - i0), nr, 0);
+        for (idx b = r0; b < r1; ++b) {
           const idx hb = b * H;
           if (row_active(len, b, t)) {
-            const T* ghr = tile + ii * G * nr - ju0;
+            const T* ghr = tile + (b - r0) * G * nr - ju0;
             T* yr = yt + b * DH;
-            if (st)
-              forward_units<T, Cell, true>(ju0, ju1, gxt + b * GH, P.bih, ghr, nr, P.bhh, H,
-                                           hprev + hb, cprev + hb, hnew + hb, cnew + hb,
-                                           st + b * S * H, yr);
-            else
-              forward_units<T, Cell, false>(ju0, ju1, gxt + b * GH, P.bih, ghr, nr, P.bhh, H,
-                                            hprev + hb, cprev + hb, hnew + hb, cnew + hb,
-                                            yr /* unused */, yr);
+            const T* gxb = gxt + b * GH;
+            T* stb = st ? st + b * S * H : yr;
+            if (ju1 - ju0 == kNR) {
+              if (st)
+                forward_units<T, Cell, true, kNR>(ju0, ju1, gxb, P.bih, ghr, nr, P.bhh, H,
+                                                  hprev + hb, cprev + hb, hnew + hb, cnew + hb,
+                                                  stb, yr);
+              else
+                forward_units<T, Cell, false, kNR>(ju0, ju1, gxb, P.bih, ghr, nr, P.bhh, H,
+                                                   hprev + hb, cprev + hb, hnew + hb, cnew + hb,
+                                                   stb, yr);
+            } else if (st) {
+              forward_units<T, Cell, true>(ju0, ju1, gxb, P.bih, ghr, nr, P.bhh, H, hprev + hb,
+                                           cprev + hb, hnew + hb, cnew + hb, stb, yr);
+            } else {
+              forward_units<T, Cell, false>(ju0, ju1, gxb, P.bih, ghr, nr, P.bhh, H, hprev + hb,
+                                            cprev + hb, hnew + hb, cnew + hb, stb, yr);
+            }
           } else {  // past this row's length: state carried, output zero
             for (idx j = ju0; j < ju1; ++j) {
               hnew[hb + j] = hprev[hb + j];
