@@ -30,6 +30,11 @@ inline void store(void* p, V v) {
   std::memcpy(p, &v, sizeof(V));
 }
 
+#ifndef RF_PREFETCH_K
+#define RF_PREFETCH_K 64
+#endif
+constexpr int kPrefetchK = RF_PREFETCH_K;
+
 // MR x (NV vectors) tile, fully in registers. A tile with few rows has too few independent
 // accumulators to hide the FMA latency (one row of 2 vectors is 2 dependency chains), so such
 // tiles keep KS interleaved partial sums over k (k mod KS) and add them in a fixed order at the end.
@@ -47,7 +52,12 @@ void tile_fixed(int kc, const T* a, std::ptrdiff_t rsa, std::ptrdiff_t csa, cons
       for (int v = 0; v < NV; ++v) acc[s][i][v] = V{};
   int k = 0;
   for (; k + KS <= kc; k += KS) {
+    // The panel streams from L2/L3 (or memory, for a big model at a small batch): ask for it
+    // kPrefetchK rows ahead, one cache line per NR-wide row at a time. Reads past the panel's end
+    // only prefetch, which never faults.
     for (int s = 0; s < KS; ++s) {
+      const T* pf = bp + (std::ptrdiff_t)(k + s + kPrefetchK) * NR;
+      for (int v = 0; v < NR; v += 64 / (int)sizeof(T)) __builtin_prefetch(pf + v);
       V b[NV];
       for (int v = 0; v < NV; ++v) b[v] = load<V>(bp + (std::ptrdiff_t)(k + s) * NR + v * L);
       const T* ak = a + (std::ptrdiff_t)(k + s) * csa;
