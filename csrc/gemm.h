@@ -92,8 +92,16 @@ template <class T>
 void gemm_mt(const Kern<T>& kern, int tid, int nth, idx M, idx N, idx K, const T* a, idx rsa,
              idx csa, const T* bp, T* c, idx ldc, bool accumulate) {
   const int mr = kern.mr, nr = kern.nr;
-  const idx mc = round_up(kMC, mr), nc = round_up(kNC, nr);
-  const idx mt = ceil_div(M, mc), nt = ceil_div(N, nc);
+  const idx mc = round_up(kMC, mr);
+  const idx mt = ceil_div(M, mc);
+  // Few rows (a short or small-batch input projection): (mc x kNC) tiles would be too few to
+  // share evenly (3 tiles on 2 threads leave one idle a third of the time), so narrow them until
+  // there are at least 4 per thread. Results do not depend on the tiling: every element is summed
+  // over k in the same KC chunks whatever tile holds it.
+  idx nc = round_up(kNC, nr);
+  if (mt * ceil_div(N, nc) < 4 * (idx)nth)
+    nc = std::max<idx>(nr, round_up(ceil_div(N, ceil_div(4 * (idx)nth, mt)), nr));
+  const idx nt = ceil_div(N, nc);
   const bool pack_a = csa != 1;
   static thread_local std::vector<T> apack;
   if (pack_a && (idx)apack.size() < mc * kKC) apack.resize(mc * kKC);
