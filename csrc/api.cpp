@@ -53,6 +53,11 @@ void check_desc(const Desc& d) {
            d.num_layers >= 1,
        "sizes must be positive");
   need(d.num_dirs == 1 || d.num_dirs == 2, "num_dirs " + std::to_string(d.num_dirs));
+  need((d.peephole == 0 || d.peephole == 1) && (d.input_forget == 0 || d.input_forget == 1),
+       "peephole and input_forget must be 0 or 1");
+  need(d.clip >= 0.0, "clip must be 0 (off), positive or +inf (off), got " + std::to_string(d.clip));
+  need(d.cell == kLstm || (d.peephole == 0 && d.input_forget == 0 && d.clip == 0.0),
+       "peephole, input_forget and clip are LSTM options");
 }
 
 int threads_for_call(const Desc& d) {

@@ -81,6 +81,103 @@ struct LstmCell {
   }
 };
 
+// LSTM with ONNX's optional features, each a compile-time switch (the plain LstmCell above stays
+// the default path):
+//   Peep:        a_i += p_i c_{t-1},  a_f += p_f c_{t-1},  a_o += p_o c_t
+//   Clip:        every pre-activation clamped to [-clip, clip] just before its activation
+//   InputForget: f = 1 - i (the forget gate's pre-activation is ignored; its gradient is zero)
+// pw points at unit j of the peephole weights (p_i, p_f, p_o with stride gs); clip is the
+// threshold. Stores i, f, g, o and, with Clip, at st[4..7]*gs whether each clamp let its input
+// through (1) or was active (0): the derivative of the clamp, which backward needs exactly.
+template <class T, bool Peep, bool Clip, bool InputForget>
+struct LstmExtCell {
+  static constexpr int G = 4, S = Clip ? 8 : 4;
+  static constexpr bool kHasC = true, kSplitGh = false;
+  // clamp(a, -c, c), NaN kept (both comparisons are false for NaN), and its derivative
+  static inline T clamp(T a, T c) { return a < -c ? -c : (a > c ? c : a); }
+  static inline T pass(T a, T c) { return (a >= -c && a <= c) ? T(1) : T(0); }
+
+  template <bool Store>
+  static inline void fwd(const T* gx, const T* bx, const T* gh, ptrdiff_t ts, const T* bh,
+                         ptrdiff_t gs, T, T cprev, T* h, T* c, T* st, const T* pw, T clip) {
+    T ai = (gx[0] + bx[0]) + (gh[0] + bh[0]);
+    T af = (gx[gs] + bx[gs]) + (gh[ts] + bh[gs]);
+    T ag = (gx[2 * gs] + bx[2 * gs]) + (gh[2 * ts] + bh[2 * gs]);
+    T ao = (gx[3 * gs] + bx[3 * gs]) + (gh[3 * ts] + bh[3 * gs]);
+    if constexpr (Peep) {
+      ai += pw[0] * cprev;
+      af += pw[gs] * cprev;
+    }
+    T mi = T(1), mf = T(1), mg = T(1);
+    if constexpr (Clip) {
+      mi = pass(ai, clip), mf = pass(af, clip), mg = pass(ag, clip);
+      ai = clamp(ai, clip), af = clamp(af, clip), ag = clamp(ag, clip);
+    }
+    const T i = Act<T>::sigmoid(ai);
+    const T f = InputForget ? T(1) - i : Act<T>::sigmoid(af);
+    const T g = Act<T>::tanh(ag);
+    const T cn = f * cprev + i * g;
+    if constexpr (Peep) ao += pw[2 * gs] * cn;
+    T mo = T(1);
+    if constexpr (Clip) {
+      mo = pass(ao, clip);
+      ao = clamp(ao, clip);
+    }
+    const T o = Act<T>::sigmoid(ao);
+    *c = cn;
+    *h = o * Act<T>::tanh(cn);
+    if constexpr (Store) {
+      st[0] = i;
+      st[gs] = f;
+      st[2 * gs] = g;
+      st[3 * gs] = o;
+      if constexpr (Clip) {
+        st[4 * gs] = mi;
+        st[5 * gs] = mf;
+        st[6 * gs] = mg;
+        st[7 * gs] = mo;
+      }
+    }
+  }
+  // Forward, inverted step by step. *dc carries dL/dc_t in and dL/dc_{t-1} out; dgx receives the
+  // gradients of the unclamped pre-activations without the peephole terms (a_i, a_f, a_g, a_o),
+  // which are also what the peephole weights' gradients need (dp_i = sum da_i c_{t-1}, ...).
+  static inline void bwd(T dh, T, const T* st, ptrdiff_t gs, T, T cprev, T cnew, T* dc, T* dgx,
+                         T*, T* dh_direct, const T* pw) {
+    const T i = st[0], f = st[gs], g = st[2 * gs], o = st[3 * gs];
+    const T tc = Act<T>::tanh(cnew);
+    T dao = dh * tc * o * (T(1) - o);                    // h_t = o tanh(c_t), o = sigma(a_o')
+    if constexpr (Clip) dao *= st[7 * gs];               // a_o' = clamp(a_o + p_o c_t)
+    T dct = *dc + dh * o * (T(1) - tc * tc);             // through tanh(c_t)
+    if constexpr (Peep) dct += dao * pw[2 * gs];         // through p_o c_t
+    T di = dct * g;                                      // c_t = f c_{t-1} + i g
+    const T df = dct * cprev, dg = dct * i;
+    if constexpr (InputForget) di -= df;                 // f = 1 - i
+    T dai = di * i * (T(1) - i);
+    T daf = InputForget ? T(0) : df * f * (T(1) - f);
+    T dag = dg * (T(1) - g * g);
+    if constexpr (Clip) {
+      dai *= st[4 * gs];
+      daf *= st[5 * gs];
+      dag *= st[6 * gs];
+    }
+    T dcp = dct * f;
+    if constexpr (Peep) dcp += dai * pw[0] + daf * pw[gs];  // a_i, a_f saw p_i c_{t-1}, p_f c_{t-1}
+    *dc = dcp;
+    dgx[0] = dai;
+    dgx[gs] = daf;
+    dgx[2 * gs] = dag;
+    dgx[3 * gs] = dao;
+    *dh_direct = T(0);
+  }
+};
+
+// Whether a cell's fwd/bwd take the per-(layer, direction) extras (peephole pointer, clip).
+template <class Cell>
+inline constexpr bool kCellTakesExtras = false;
+template <class T, bool Peep, bool Clip, bool InputForget>
+inline constexpr bool kCellTakesExtras<LstmExtCell<T, Peep, Clip, InputForget>> = true;
+
 // GRU, PyTorch form: r, z from gx + b_ih + gh + b_hh; n = tanh(gx_n + b_in + r * (gh_n + b_hn));
 // h_t = (1 - z) n + z h_{t-1}. Stores r, z, n and (gh_n + b_hn).
 template <class T>

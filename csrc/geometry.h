@@ -18,13 +18,22 @@ struct Geometry {
       : T(d.seq_len), B(d.batch), I(d.input_size), H(d.hidden_size), L(d.num_layers),
         D(d.num_dirs), G(num_gates(d.cell)), S(d.cell == kLstm || d.cell == kGru ? 4 : 0),
         GH(G * d.hidden_size), DH(d.num_dirs * d.hidden_size), bias(d.has_bias != 0),
-        lstm(d.cell == kLstm), gru(d.cell == kGru), nr(nr_) {}
+        lstm(d.cell == kLstm), gru(d.cell == kGru), nr(nr_) {
+    // LSTM variants: peephole weights follow the biases; with clip, backward also needs to know
+    // where each of the 4 clamps was active (0/1 per gate), stored after the activations.
+    peep = lstm && d.peephole != 0;
+    if (lstm && clip_on(d)) S = 8, clip = d.clip;
+  }
+  bool peep = false;  // LSTM peephole weights (3*H per layer and direction)
+  double clip = 0;    // LSTM pre-activation clip threshold, 0 when off
 
   idx in_size(idx l) const { return l == 0 ? I : DH; }
   idx unit_blocks() const { return ceil_div(H, nr); }
 
-  // Parameters, PyTorch order: per (layer, dir): W_ih, W_hh, [b_ih, b_hh].
-  idx param_block(idx l) const { return GH * in_size(l) + GH * H + (bias ? 2 * GH : 0); }
+  // Parameters, PyTorch order: per (layer, dir): W_ih, W_hh, [b_ih, b_hh], [p_i, p_f, p_o].
+  idx param_block(idx l) const {
+    return GH * in_size(l) + GH * H + (bias ? 2 * GH : 0) + (peep ? 3 * H : 0);
+  }
   idx param_off(idx l, idx d) const {
     idx off = 0;
     for (idx k = 0; k < l; ++k) off += D * param_block(k);

@@ -9,10 +9,12 @@
 //   h0, hn   (L*D, B, H)                 c0, cn   (L*D, B, H)    (LSTM only)
 //   lengths  (B,) int64 in 1..T, or null (every row has length T)
 //   params   flat, PyTorch order: for l in layers, for d in dirs:
-//              weight_ih (G*H, In_l), weight_hh (G*H, H), [bias_ih (G*H), bias_hh (G*H)]
+//              weight_ih (G*H, In_l), weight_hh (G*H, H), [bias_ih (G*H), bias_hh (G*H)],
+//              [weight_peephole (3*H): p_i, p_f, p_o]  (LSTM with peephole only)
 //   dropout  (L-1, T, B, D*H) multipliers (0 or 1/(1-p)) applied to the output of every layer
 //            but the last, or null.
 #pragma once
+#include <cmath>
 #include <cstdint>
 
 namespace rnnfast {
@@ -30,7 +32,19 @@ struct Desc {
   int64_t num_layers = 1;   // L
   int64_t num_dirs = 1;     // D (1 or 2)
   int32_t has_bias = 1;
+  // LSTM variants of ONNX (all off by default; other cells must leave them off):
+  //   peephole:     i and f see p_i*c_{t-1}, p_f*c_{t-1}, o sees p_o*c_t (weights after the biases)
+  //   input_forget: f = 1 - i (the forget gate's own weights are unused)
+  //   clip:         every gate's pre-activation clamped to [-clip, clip]; 0 or +inf means off
+  int32_t peephole = 0;
+  int32_t input_forget = 0;
+  double clip = 0.0;
 };
+
+// Whether the descriptor's clip is on (a positive finite threshold).
+inline bool clip_on(const Desc& d) { return d.clip > 0.0 && std::isfinite(d.clip); }
+// Whether the descriptor asks for any LSTM variant (peephole, input_forget, clip).
+inline bool lstm_variant(const Desc& d) { return d.peephole || d.input_forget || clip_on(d); }
 
 // Pointers for one forward call. workspace == nullptr means inference (nothing kept for backward).
 struct ForwardArgs {

@@ -1,7 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, embedsignature=True
 """The binding between the Python layer and the C++ core, and only that.
 
-Every function takes a ``desc`` tuple ``(cell, dtype, T, B, I, H, L, D, bias)`` and numpy arrays that
+Every function takes a ``desc`` tuple ``(cell, dtype, T, B, I, H, L, D, bias[, peephole,
+input_forget, clip])`` (the last three: LSTM variants, off when left out) and numpy arrays that
 the caller (``rnnfast._rnn``) has already validated: C-contiguous, of the model's dtype, with the
 shapes the core expects. ``None`` stands for an absent optional buffer. The GIL is released while
 the core computes; C++ exceptions become Python exceptions.
@@ -22,6 +23,9 @@ cdef extern from "rnnfast.h" namespace "rnnfast":
         int64_t num_layers
         int64_t num_dirs
         int32_t has_bias
+        int32_t peephole
+        int32_t input_forget
+        double clip
 
     cdef cppclass ForwardArgs:
         const void* params
@@ -67,8 +71,10 @@ cdef extern from "rnnfast.h" namespace "rnnfast":
 
 cdef Desc _desc(tuple t) except *:
     cdef Desc d
+    if len(t) == 9:
+        t = t + (0, 0, 0.0)
     d.cell, d.dtype, d.seq_len, d.batch, d.input_size, d.hidden_size, d.num_layers, d.num_dirs, \
-        d.has_bias = t
+        d.has_bias, d.peephole, d.input_forget, d.clip = t
     check_desc(d)
     return d
 

@@ -5,6 +5,8 @@ and layout) and a gradient buffer that mirrors it. The C++ core sees the weights
 GEMM panels; those packed weights are cached and rebuilt only when the parameter version changes
 (every write through the public API bumps it).
 """
+import math
+import numbers
 import threading
 
 import numpy as np
@@ -32,6 +34,10 @@ class _RNNBase(FlatParams):
     """Shared machinery of RNN, LSTM and GRU. Not instantiated directly."""
 
     _mode = None
+    # LSTM variants (see LSTM); off for every other model
+    peephole = False
+    input_forget = False
+    clip = None
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype="float32", seed=None):
@@ -64,7 +70,8 @@ class _RNNBase(FlatParams):
 
     # ----------------------------------------------------------------------------------- layout
     def _param_layout(self):
-        """[(name, shape)] in PyTorch's order: per layer, per direction: w_ih, w_hh, b_ih, b_hh."""
+        """[(name, shape)] in PyTorch's order: per layer, per direction: w_ih, w_hh, b_ih, b_hh
+        (and, for an LSTM with peepholes, weight_peephole)."""
         H, G, D = self.hidden_size, self._gates, self.num_directions
         out = []
         for layer in range(self.num_layers):
@@ -74,6 +81,8 @@ class _RNNBase(FlatParams):
                 shapes = [("weight_ih_", (G * H, in_size)), ("weight_hh_", (G * H, H))]
                 if self.bias:
                     shapes += [("bias_ih_", (G * H,)), ("bias_hh_", (G * H,))]
+                if self.peephole:  # p_i, p_f, p_o
+                    shapes.append(("weight_peephole_", (3 * H,)))
                 for prefix, shape in shapes:
                     out.append((prefix + sfx, shape))
         return out
@@ -81,7 +90,8 @@ class _RNNBase(FlatParams):
     def _desc(self, T, B):
         return (_CELLS[self._mode], 0 if self.dtype == np.float32 else 1, int(T), int(B),
                 self.input_size, self.hidden_size, self.num_layers, self.num_directions,
-                int(self.bias))
+                int(self.bias), int(self.peephole), int(self.input_forget),
+                0.0 if self.clip is None else float(self.clip))
 
     # ------------------------------------------------------------------------------- parameters
     def reset_parameters(self):
@@ -266,6 +276,12 @@ class _RNNBase(FlatParams):
         extra = ""
         if self._mode.startswith("RNN"):
             extra = f", nonlinearity={self.nonlinearity!r}"
+        if self.peephole:
+            extra += ", peephole=True"
+        if self.input_forget:
+            extra += ", input_forget=True"
+        if self.clip is not None:
+            extra += f", clip={self.clip!r}"
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
                 f"num_layers={self.num_layers}, bias={self.bias}, batch_first={self.batch_first}, "
                 f"dropout={self.dropout}, bidirectional={self.bidirectional}{extra}, "
@@ -276,9 +292,35 @@ class LSTM(_RNNBase):
     """Long short-term memory layer stack with ``torch.nn.LSTM`` semantics (gates i, f, g, o).
 
     Calling it returns ``y, (h_n, c_n)``. See :meth:`_RNNBase.forward` for shapes and options.
+
+    ONNX's optional LSTM features (off by default; a model with any of them on has no
+    ``torch.nn.LSTM`` equivalent):
+
+    peephole: gates see the cell state, ``i = σ(a_i + p_i ⊙ c_{t-1})``,
+        ``f = σ(a_f + p_f ⊙ c_{t-1})``, ``o = σ(a_o + p_o ⊙ c_t)``, with a parameter
+        ``weight_peephole_l{k}`` (``_reverse``) of ``3 * hidden_size`` values ``p_i, p_f, p_o``.
+    input_forget: couple the gates, ``f = 1 - i`` (the forget gate's weights are then unused
+        and get zero gradients).
+    clip: a positive finite number ``c``: every gate's pre-activation (peephole term included)
+        is clamped to ``[-c, c]`` before its activation; ``None`` for no clipping.
     """
 
     _mode = "LSTM"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype="float32", seed=None, *,
+                 peephole=False, input_forget=False, clip=None):
+        self.peephole = self._flag(peephole, "peephole")
+        self.input_forget = self._flag(input_forget, "input_forget")
+        if clip is not None:
+            if isinstance(clip, (bool, np.bool_)) or not isinstance(clip, numbers.Real):
+                raise TypeError(f"clip must be a positive finite number or None, got {clip!r}")
+            if not (math.isfinite(float(clip)) and float(clip) > 0):
+                raise ValueError(f"clip must be a positive finite number or None, got {clip!r}")
+            clip = float(clip)
+        self.clip = clip
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, dtype, seed)
 
 
 class GRU(_RNNBase):

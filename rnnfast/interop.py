@@ -119,6 +119,11 @@ def to_torch(model):
         raise TypeError(f"to_torch converts rnnfast RNN, LSTM and GRU models, got "
                         f"{type(model).__name__}"
                         + ("; convert its .rnn part" if hasattr(model, "rnn") else ""))
+    variants = [k for k in ("peephole", "input_forget", "clip")
+                if getattr(model, k) not in (False, None)]
+    if variants:
+        raise ValueError(f"to_torch: this LSTM uses {', '.join(variants)}, which torch.nn.LSTM "
+                         f"does not have (rnnfast.save_onnx exports such a model)")
     torch = _import_torch("rnnfast.to_torch")
     kw = dict(num_layers=model.num_layers, bias=model.bias, batch_first=model.batch_first,
               dropout=model.dropout, bidirectional=model.bidirectional,

@@ -14,6 +14,7 @@ safetensors is an optional dependency (``pip install safetensors`` or ``rnnfast[
 imported only when these functions run.
 """
 import json
+import math
 import os
 
 import numpy as np
@@ -44,12 +45,18 @@ def _safetensors():
 
 # ----------------------------------------------------------------------------- model -> metadata
 def _rnn_meta(rnn):
-    return {"class": {"LSTM": "LSTM", "GRU": "GRU"}.get(rnn._mode, "RNN"),
+    meta = {"class": {"LSTM": "LSTM", "GRU": "GRU"}.get(rnn._mode, "RNN"),
             "input_size": rnn.input_size, "hidden_size": rnn.hidden_size,
             "num_layers": rnn.num_layers, "bias": rnn.bias, "batch_first": rnn.batch_first,
             "dropout": rnn.dropout, "bidirectional": rnn.bidirectional,
             "nonlinearity": rnn.nonlinearity if rnn._mode.startswith("RNN") else None,
             "dtype": rnn.dtype.name}
+    # LSTM variants: written only when on, so files of plain models stay readable by rnnfast
+    # versions that predate them (which refuse, as unknown entries, what they cannot run)
+    for key in _LSTM_VARIANT_KEYS:
+        if getattr(rnn, key) not in (False, None):
+            meta[key] = getattr(rnn, key)
+    return meta
 
 
 def _model_meta(model):
@@ -131,8 +138,25 @@ def _object(d, keys, where):
         raise _Bad(f"{where} has unknown entries {extra}")
 
 
+_LSTM_VARIANT_KEYS = ("peephole", "input_forget", "clip")
 _RNN_KEYS = ("class", "input_size", "hidden_size", "num_layers", "bias", "batch_first",
-             "dropout", "bidirectional", "nonlinearity", "dtype", "format_version")
+             "dropout", "bidirectional", "nonlinearity", "dtype", "format_version"
+             ) + _LSTM_VARIANT_KEYS
+
+
+def _lstm_variant(d, cls, where):
+    """The optional LSTM variant entries of a description, checked: (peephole, input_forget,
+    clip) with their defaults when absent."""
+    present = [k for k in _LSTM_VARIANT_KEYS if k in d]
+    if present and cls != "LSTM":
+        raise _Bad(f"{where} has {present}, which only an LSTM can have (class {cls!r})")
+    peephole = _field(d, "peephole", "bool", where) if "peephole" in d else False
+    input_forget = _field(d, "input_forget", "bool", where) if "input_forget" in d else False
+    clip = d.get("clip")
+    if clip is not None and not (isinstance(clip, (int, float)) and not isinstance(clip, bool)
+                                 and math.isfinite(clip) and clip > 0):
+        raise _Bad(f"{where}['clip'] must be null or a positive finite number, got {clip!r}")
+    return peephole, input_forget, clip
 
 
 def _rnn_shapes(d, where, prefix, n_tensors):
@@ -150,8 +174,9 @@ def _rnn_shapes(d, where, prefix, n_tensors):
     _field(d, "dropout", "dropout", where)
     _field(d, "nonlinearity", ("tanh", "relu") if cls == "RNN" else (None,), where)
     _field(d, "dtype", tuple(_ST_DTYPES), where)
+    peephole, _, _ = _lstm_variant(d, cls, where)
     D, G = 2 if bidir else 1, _GATES[cls]
-    count = L * D * (4 if bias else 2)
+    count = L * D * ((4 if bias else 2) + (1 if peephole else 0))
     if count > n_tensors + 1024:
         raise _Bad(f"its metadata describes {count} recurrent tensors, the file holds "
                    f"{n_tensors} tensors in all")
@@ -166,6 +191,8 @@ def _rnn_shapes(d, where, prefix, n_tensors):
             if bias:
                 shapes[f"{prefix}bias_ih_{sfx}"] = (G * H,)
                 shapes[f"{prefix}bias_hh_{sfx}"] = (G * H,)
+            if peephole:
+                shapes[f"{prefix}weight_peephole_{sfx}"] = (3 * H,)
     return shapes
 
 
@@ -174,6 +201,8 @@ def _build_rnn(d):
               dropout=d["dropout"], bidirectional=d["bidirectional"], dtype=d["dtype"])
     if d["class"] == "RNN":
         kw["nonlinearity"] = d["nonlinearity"]
+    if d["class"] == "LSTM":
+        kw.update(zip(_LSTM_VARIANT_KEYS, _lstm_variant(d, "LSTM", "the metadata")))
     return _RNN_CLASSES[d["class"]](d["input_size"], d["hidden_size"], **kw)
 
 

@@ -5,9 +5,10 @@
 (``sess.run(None, {"x": x})``). It walks the graph in topological order: the recurrent operators
 run on rnnfast models built from their weights, and the glue that ``torch.onnx.export`` puts
 around ``nn.LSTM/GRU/RNN`` (Transpose, Squeeze, Shape, Gather, Concat, Expand, ...) runs on numpy.
-Anything rnnfast cannot reproduce exactly (an unknown operator, ``clip``, peepholes,
-``linear_before_reset=0``, other activations, ...) raises an error that names it, never a
-silently different answer.
+LSTM's optional peepholes (input ``P``), ``clip`` and ``input_forget`` run on rnnfast's LSTM
+variants (``rf.LSTM(peephole=, clip=, input_forget=)``). Anything rnnfast cannot reproduce exactly
+(an unknown operator, ``clip`` on GRU/RNN, ``linear_before_reset=0``, other activations, ...)
+raises an error that names it, never a silently different answer.
 
 The ``onnx`` package is imported only inside these functions: rnnfast's only runtime dependency
 stays numpy.
@@ -22,6 +23,9 @@ __all__ = ["load_onnx", "save_onnx"]
 
 # ONNX gate blocks, written as PyTorch block indices: LSTM i,o,f,c; GRU z,r,h; RNN one block.
 _ONNX_ORDER = {"LSTM": [0, 3, 1, 2], "GRU": [1, 0, 2], "RNN": [0]}
+# LSTM peephole blocks: ONNX's P is (p_i, p_o, p_f), rnnfast's weight_peephole (p_i, p_f, p_o);
+# the permutation is its own inverse, so it converts both ways.
+_PEEPHOLE_ORDER = [0, 2, 1]
 _DEFAULT_ACTS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"]}
 _RECURRENT = ("LSTM", "GRU", "RNN")
 
@@ -207,12 +211,12 @@ class _RecurrentNode:
         if self.layout not in (0, 1):
             raise ValueError(f"{where}: layout must be 0 or 1, got {self.layout}")
         self.hidden_size = attrs.get("hidden_size")
-        if "clip" in attrs:
+        if "clip" in attrs and op != "LSTM":
             raise NotImplementedError(f"{where}: attribute 'clip' (cell clipping) is not "
-                                      f"supported by rnnfast")
-        if op == "LSTM" and int(attrs.get("input_forget", 0)) != 0:
-            raise NotImplementedError(f"{where}: attribute 'input_forget=1' (coupled input and "
-                                      f"forget gates) is not supported by rnnfast")
+                                      f"supported by rnnfast for {op} (only for LSTM)")
+        self.clip, self.input_forget = None, False
+        if op == "LSTM":
+            self.clip, self.input_forget = self._lstm_variant(attrs, where)
         if op == "GRU" and int(attrs.get("linear_before_reset", 0)) != 1:
             raise NotImplementedError(f"{where}: attribute 'linear_before_reset=0' (the ONNX "
                                       f"default) is not supported by rnnfast, which runs "
@@ -237,24 +241,39 @@ class _RecurrentNode:
         self.inputs = {k: names[i] for i, k in enumerate(
             ["X", "W", "R", "B", "sequence_lens", "initial_h"]
             + (["initial_c", "P"] if op == "LSTM" else []))}
-        if op == "LSTM" and self.inputs["P"]:
-            raise NotImplementedError(f"{where}: input 'P' (peephole weights) is not supported "
-                                      f"by rnnfast")
         if not self.inputs["W"] or not self.inputs["R"]:
             raise ValueError(f"{where}: inputs W and R are required")
         outs = list(node.output) + ["", "", ""]
         self.outputs = outs[:3] if op == "LSTM" else outs[:2]
         self.model = None
-        self._loaded = None  # the (W, R, B) arrays the model holds
-        weights = [const_values.get(self.inputs[k]) for k in ("W", "R", "B")]
-        if weights[0] is not None and weights[1] is not None and (
-                not self.inputs["B"] or weights[2] is not None):
+        self._loaded = None  # the (W, R, B, P) arrays the model holds
+        keys = ("W", "R", "B", "P") if op == "LSTM" else ("W", "R", "B")
+        weights = [const_values.get(self.inputs[k]) for k in keys]
+        if weights[0] is not None and weights[1] is not None and all(
+                not self.inputs[k] or w is not None for k, w in zip(keys[2:], weights[2:])):
             self._load(*weights)
         # weights from initializers never change: no per-run comparison
         self._constant = self.model is not None
 
-    def _load(self, W, R, B):
-        """Build (or refill) the rnnfast model for these ONNX weights."""
+    @staticmethod
+    def _lstm_variant(attrs, where):
+        """(clip or None, input_forget) of an LSTM node, checked as onnxruntime does: clip must
+        be > 0 (+inf clips nothing), input_forget 0 or 1."""
+        clip = None
+        if "clip" in attrs:
+            clip = float(attrs["clip"])
+            if not clip > 0:
+                raise ValueError(f"{where}: attribute 'clip' must be > 0, got {clip}")
+            if np.isinf(clip):
+                clip = None
+        input_forget = int(attrs.get("input_forget", 0))
+        if input_forget not in (0, 1):
+            raise ValueError(f"{where}: attribute 'input_forget' must be 0 or 1, got "
+                             f"{input_forget}")
+        return clip, bool(input_forget)
+
+    def _load(self, W, R, B, P=None):
+        """Build (or refill) the rnnfast model for these ONNX weights (P: LSTM peepholes)."""
         op, D, where = self.op, self.D, self.where
         W, R = np.asarray(W), np.asarray(R)
         if W.ndim != 3 or R.ndim != 3 or W.shape[0] != D or R.shape[0] != D:
@@ -272,16 +291,25 @@ class _RecurrentNode:
         if Bz.shape != (D, 2 * G * H):
             raise ValueError(f"{where}: B must be (num_directions, 2*{G}*hidden_size) = "
                              f"{(D, 2 * G * H)}, got {Bz.shape}")
+        if P is not None:
+            P = np.asarray(P)
+            if P.shape != (D, 3 * H):
+                raise ValueError(f"{where}: P must be (num_directions, 3*hidden_size) = "
+                                 f"{(D, 3 * H)}, got {P.shape}")
         # A reverse-only node runs as the reverse half of a bidirectional rnnfast layer whose
         # forward half has zero weights and is discarded (rnnfast has no reverse-only layer).
         two = D == 2 or self.direction == "reverse"
         m = self.model
-        if m is None or m.input_size != W.shape[2] or m.hidden_size != H or m.dtype != np.dtype(dtype):
+        if m is None or m.input_size != W.shape[2] or m.hidden_size != H or \
+                m.dtype != np.dtype(dtype) or m.peephole != (P is not None):
             kw = dict(bidirectional=two, dtype=dtype)
             if op == "RNN":
                 m = RNN(W.shape[2], H, nonlinearity=self.nonlinearity, **kw)
+            elif op == "LSTM":
+                m = LSTM(W.shape[2], H, peephole=P is not None, input_forget=self.input_forget,
+                         clip=self.clip, **kw)
             else:
-                m = (LSTM if op == "LSTM" else GRU)(W.shape[2], H, **kw)
+                m = GRU(W.shape[2], H, **kw)
         inv = list(np.argsort(_ONNX_ORDER[op]))  # PyTorch block k = ONNX block inv[k]
         sd = {}
         for d in range(D):
@@ -290,19 +318,23 @@ class _RecurrentNode:
             sd[f"weight_hh_{sfx}"] = _regate(R[d], inv, H)
             sd[f"bias_ih_{sfx}"] = _regate(Bz[d, :G * H], inv, H)
             sd[f"bias_hh_{sfx}"] = _regate(Bz[d, G * H:], inv, H)
+            if P is not None:
+                sd[f"weight_peephole_{sfx}"] = _regate(P[d], _PEEPHOLE_ORDER, H)
         if self.direction == "reverse":
             for k in list(sd):
                 sd[k.replace("_reverse", "")] = np.zeros_like(sd[k])
         m.load_state_dict(sd)
         self.model = m
-        self._loaded = (W.copy(), R.copy(), None if B is None else np.array(B))
+        self._loaded = (W.copy(), R.copy(), None if B is None else np.array(B),
+                        None if P is None else np.array(P))
 
     def run(self, values):
         get = lambda k: values[self.inputs[k]] if self.inputs[k] else None  # noqa: E731
         W, R, B = get("W"), get("R"), get("B")
+        P = get("P") if self.op == "LSTM" else None
         if not self._constant and (self._loaded is None or not all(
-                _same(a, b) for a, b in zip((W, R, B), self._loaded))):
-            self._load(W, R, B)
+                _same(a, b) for a, b in zip((W, R, B, P), self._loaded))):
+            self._load(W, R, B, P)
         m, D, H, where = self.model, self.D, self.model.hidden_size, self.where
         X = np.asarray(get("X"))
         if X.ndim != 3:
@@ -508,6 +540,8 @@ def save_onnx(model, path=None, initial_state=False, lengths=False, opset=14):
     ``initial_state``, ``h0`` (and ``c0`` for LSTM) shaped ``(num_layers * num_directions, batch,
     hidden_size)``, then, if ``lengths``, ``sequence_lens`` (int32, one per batch row).
     Outputs: ``y`` (rnnfast's layout), ``h_n`` and, for LSTM, ``c_n``.
+    An LSTM's variants go along: peepholes as the node's input ``P``, ``clip`` and
+    ``input_forget`` as its attributes (ONNX stores ``clip`` as a float32 number).
     Weights and activations keep the model's dtype: a float64 model gives a float64 graph, which
     ``load_onnx`` and ``onnx.reference`` run but onnxruntime's CPU kernels (float only) refuse.
     Returns the serialized bytes if ``path`` is None, else writes the file and returns None.
@@ -554,11 +588,19 @@ def save_onnx(model, path=None, initial_state=False, lengths=False, opset=14):
                 nodes.append(helper.make_node("Slice", [f"{st}0", f"start{layer}", f"end{layer}",
                                                         "axis0"], [f"{st}0_{layer}"]))
             names += [f"h0_{layer}"] + ([f"c0_{layer}"] if lstm else [])
+        if lstm and model.peephole:  # P is the LSTM's 8th input: after initial_h, initial_c
+            names += [""] * (6 - len(names)) + [f"P{layer}"]
+            const(f"P{layer}", np.stack([_regate(sd[f"weight_peephole_{s}"], _PEEPHOLE_ORDER, H)
+                                         for s in sfx]))
         while names and names[-1] == "":
             names.pop()
         attrs = dict(hidden_size=H, direction="bidirectional" if D == 2 else "forward")
         if op == "GRU":
             attrs["linear_before_reset"] = 1
+        if lstm and model.clip is not None:
+            attrs["clip"] = float(model.clip)
+        if lstm and model.input_forget:
+            attrs["input_forget"] = 1
         if op == "RNN":
             attrs["activations"] = [model.nonlinearity.capitalize()] * D
         outs = [f"Y{layer}", f"hn{layer}"] + ([f"cn{layer}"] if lstm else [])

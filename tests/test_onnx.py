@@ -85,8 +85,9 @@ def test_torch_export_runs_like_torch(cls, L, bi, bf):
 
 # ------------------------------------------------------------------------- (b) onnx.helper graphs
 def _graph(op, I, H, direction="forward", layout=0, bias=True, lens=False, init_h=False,
-           init_c=False, weights_as_inputs=False, seed=0, dtype=np.float32, **attrs):
-    """A one-node graph of op and the feed for it (T=5, B=3)."""
+           init_c=False, weights_as_inputs=False, seed=0, dtype=np.float32, peephole=False,
+           **attrs):
+    """A one-node graph of op and the feed for it (T=5, B=3); peephole: an LSTM's input P."""
     rng = np.random.default_rng(seed)
     D = 2 if direction == "bidirectional" else 1
     T, B = 5, 3
@@ -119,6 +120,14 @@ def _graph(op, I, H, direction="forward", layout=0, bias=True, lens=False, init_
         if on:
             inputs.append(helper.make_tensor_value_info(st, elem, list(sshape)))
             feed[st] = rng.standard_normal(sshape).astype(dtype)
+    if peephole:
+        P = rng.uniform(-1.0, 1.0, (D, 3 * H)).astype(dtype)
+        names += [""] * (7 - len(names)) + ["P"]
+        if weights_as_inputs:
+            inputs.append(helper.make_tensor_value_info("P", elem, list(P.shape)))
+            feed["P"] = P
+        else:
+            inits.append(numpy_helper.from_array(P, "P"))
     while names[-1] == "":
         names.pop()
     outs = ["Y", "Y_h"] + (["Y_c"] if op == "LSTM" else [])
@@ -278,9 +287,8 @@ def test_glue_operators_match_reference():
 
 # ---------------------------------------------------------------------------- (c) errors
 @pytest.mark.parametrize("op,attrs,name", [
-    ("LSTM", dict(clip=1.0), "clip"),
     ("GRU", dict(clip=2.0), "clip"),
-    ("LSTM", dict(input_forget=1), "input_forget"),
+    ("RNN", dict(clip=2.0), "clip"),
     ("GRU", dict(linear_before_reset=0), "linear_before_reset"),
     ("LSTM", dict(activations=["Sigmoid", "Relu", "Tanh"]), "activations"),
     ("GRU", dict(activations=["HardSigmoid", "Tanh"]), "activations"),
@@ -294,14 +302,92 @@ def test_unsupported_attribute_raises_naming_it(op, attrs, name):
         rf.load_onnx(model)
 
 
-def test_peephole_raises():
-    model, feed = _graph("LSTM", 4, 3)
-    node = model.graph.node[0]
-    while len(node.input) < 7:
-        node.input.append("")
-    node.input.append("P")
-    model.graph.initializer.append(numpy_helper.from_array(np.zeros((1, 9), np.float32), "P"))
-    with pytest.raises(NotImplementedError, match="'P'"):
+# ------------------------------------------------------------ (b2) LSTM peephole, clip, input_forget
+LSTM_VARIANTS = [dict(peephole=True), dict(clip=0.4), dict(input_forget=1),
+                 dict(peephole=True, clip=0.6), dict(peephole=True, clip=0.5, input_forget=1)]
+
+
+def _variant_id(v):
+    return "-".join(f"{k}={v[k]}" for k in v)
+
+
+@pytest.mark.parametrize("variant", LSTM_VARIANTS, ids=_variant_id)
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("case", [dict(), dict(lens=True, init_h=True, init_c=True),
+                                  dict(layout=1, init_h=True, init_c=True, bias=False)],
+                         ids=["plain", "lens-states", "layout1-nobias"])
+def test_lstm_variants_match_ort(variant, direction, case):
+    # onnx.reference ignores clip and input_forget (and sequence_lens), so onnxruntime is the
+    # oracle; the same graph without the variant must give clearly different numbers.
+    model, feed = _graph("LSTM", 4, 3, direction=direction, seed=2, **case, **variant)
+    sess = rf.load_onnx(model)
+    m = sess.models[0]
+    assert (m.peephole, m.input_forget, m.clip) == (
+        variant.get("peephole", False), bool(variant.get("input_forget")),
+        None if "clip" not in variant else pytest.approx(variant["clip"]))
+    got = sess.run(None, feed)
+    via_ort = _ort_run(model, feed)
+    for g, o in zip(got, via_ort):
+        assert _maxerr(g, o) < TOL
+    plain, _ = _graph("LSTM", 4, 3, direction=direction, seed=2, **case)
+    assert _maxerr(got[0], _ort_run(plain, feed if "P" not in feed else
+                                    {k: v for k, v in feed.items() if k != "P"})[0]) > 1e-2
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+def test_lstm_peephole_matches_reference(direction):
+    for dtype, tol in ((np.float32, TOL), (np.float64, 1e-12)):
+        model, feed = _graph("LSTM", 4, 3, direction=direction, init_h=True, init_c=True,
+                             peephole=True, dtype=dtype, seed=3)
+        got = rf.load_onnx(model).run(None, feed)
+        for g, r in zip(got, ReferenceEvaluator(model).run(None, feed)):
+            assert _maxerr(g, r) < tol
+
+
+def test_lstm_clip_is_active_in_ort_and_rnnfast():
+    # a clip below the pre-activations' range changes the result, a huge one changes nothing;
+    # +inf is accepted and clips nothing, as in onnxruntime
+    model, feed = _graph("LSTM", 4, 3, seed=4)
+    y = rf.load_onnx(model).run(None, feed)[0]
+    for clip, same in ((0.05, False), (1e30, True), (float("inf"), True)):
+        clipped, _ = _graph("LSTM", 4, 3, seed=4, clip=clip)
+        got = rf.load_onnx(clipped).run(None, feed)[0]
+        assert _maxerr(got, _ort_run(clipped, feed)[0]) < TOL
+        assert (_maxerr(got, y) == 0) == same, clip
+
+
+def test_peephole_weights_as_inputs_reload_when_they_change():
+    model, feed = _graph("LSTM", 4, 3, direction="bidirectional", weights_as_inputs=True,
+                         peephole=True, clip=0.7)
+    sess = rf.load_onnx(model)
+    assert sess.models == [None]
+    first = sess.run(None, feed)
+    for g, o in zip(first, _ort_run(model, feed)):
+        assert _maxerr(g, o) < TOL
+    feed2 = dict(feed, P=feed["P"][::-1].copy())
+    second = sess.run(None, feed2)
+    assert _maxerr(second[0], first[0]) > 1e-3
+    for g, o in zip(second, _ort_run(model, feed2)):
+        assert _maxerr(g, o) < TOL
+
+
+@pytest.mark.parametrize("attrs,exc,match", [
+    (dict(clip=0.0), ValueError, "clip"),
+    (dict(clip=-1.0), ValueError, "clip"),
+    (dict(clip=float("nan")), ValueError, "clip"),
+    (dict(input_forget=2), ValueError, "input_forget"),
+])
+def test_bad_lstm_variant_attributes_raise(attrs, exc, match):
+    model, _ = _graph("LSTM", 4, 3, **attrs)
+    with pytest.raises(exc, match=match):
+        rf.load_onnx(model)
+
+
+def test_bad_peephole_shape_raises():
+    model, feed = _graph("LSTM", 4, 3, peephole=True)
+    init = [t for t in model.graph.initializer if t.name == "P"][0]
+    init.CopyFrom(numpy_helper.from_array(np.zeros((1, 8), np.float32), "P"))
+    with pytest.raises(ValueError, match="P must be"):
         rf.load_onnx(model)
 
 
@@ -375,6 +461,47 @@ def test_save_onnx_round_trip(cls, L, bi, bf, bias, tmp_path):
         assert _maxerr(o, e) < TOL
     for g, e in zip(rf.load_onnx(path).run(None, feed), expected):
         assert _maxerr(g, e) < TOL
+
+
+@pytest.mark.parametrize("variant", [dict(peephole=True), dict(clip=0.3), dict(input_forget=True),
+                                     dict(peephole=True, input_forget=True, clip=0.8)],
+                         ids=_variant_id)
+@pytest.mark.parametrize("bf", [False, True])
+def test_save_onnx_lstm_variants_run_in_ort(variant, bf):
+    m = rf.LSTM(4, 5, num_layers=2, bidirectional=True, batch_first=bf, seed=3, **variant)
+    m.load_state_dict({k: 2 * v for k, v in m.state_dict().items()})
+    rng = np.random.default_rng(1)
+    T, B = 6, 3
+    x = rng.standard_normal((B, T, 4) if bf else (T, B, 4)).astype(np.float32)
+    h0, c0 = (rng.standard_normal((4, B, 5)).astype(np.float32) for _ in range(2))
+    lens = np.array([6, 2, 5], np.int32)
+    data = rf.save_onnx(m, initial_state=True, lengths=True)
+    node = onnx.load_from_string(data).graph.node
+    lstm_nodes = [n for n in node if n.op_type == "LSTM"]
+    assert len(lstm_nodes) == 2
+    for n in lstm_nodes:
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        assert (len(n.input) == 8 and n.input[7] != "") == bool(variant.get("peephole"))
+        assert attrs.get("input_forget", 0) == int(variant.get("input_forget", False))
+        assert ("clip" in attrs) == ("clip" in variant)
+    y, (hn, cn) = m(x, (h0, c0), lens)
+    feed = {"x": x, "h0": h0, "c0": c0, "sequence_lens": lens}
+    for o, e in zip(_ort(data).run(None, feed), (y, hn, cn)):
+        assert _maxerr(o, e) < TOL
+    back = rf.load_onnx(data)
+    for g, e in zip(back.run(None, feed), (y, hn, cn)):
+        assert _maxerr(g, e) < TOL
+
+
+def test_save_onnx_peephole_float64_vs_reference():
+    m = rf.LSTM(3, 4, num_layers=2, bidirectional=True, dtype="float64", seed=1, peephole=True)
+    rng = np.random.default_rng(2)
+    feed = {"x": rng.standard_normal((5, 2, 3)), "h0": rng.standard_normal((4, 2, 4)),
+            "c0": rng.standard_normal((4, 2, 4))}
+    y, (hn, cn) = m(feed["x"], (feed["h0"], feed["c0"]))
+    ref = ReferenceEvaluator(onnx.load_from_string(rf.save_onnx(m, initial_state=True)))
+    for r, e in zip(ref.run(None, feed), (y, hn, cn)):
+        assert _maxerr(r, e) < 1e-12
 
 
 @pytest.mark.parametrize("cls", ["LSTM", "GRU", "RNN"])

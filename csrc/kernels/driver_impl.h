@@ -96,6 +96,8 @@ struct LayerPtrs {
   const T *wih, *whh, *bih, *bhh;              // parameters (biases point at zeros without bias)
   const T *pk_wihT, *pk_whhT, *pk_whh, *pk_wih;  // packed operands
   T *hs, *cs, *st;                             // training workspace (null for inference)
+  const T* peep;                               // LSTM peepholes (3, H): p_i, p_f, p_o, or null
+  T clip;                                      // LSTM clip threshold (0: off)
 };
 
 template <class T>
@@ -108,6 +110,8 @@ LayerPtrs<T> layer_ptrs(const Geometry& g, idx l, idx d, const T* params, const 
   p.whh = base + g.GH * in;
   p.bih = g.bias ? p.whh + g.GH * g.H : zeros;
   p.bhh = g.bias ? p.bih + g.GH : zeros;
+  p.peep = g.peep ? p.whh + g.GH * g.H + (g.bias ? 2 * g.GH : 0) : nullptr;
+  p.clip = T(g.clip);
   const T* pk = packed + g.packed_off(l, d);
   p.pk_wihT = pk;
   p.pk_whhT = p.pk_wihT + g.pk_wihT(l);
@@ -131,10 +135,11 @@ inline bool row_active(const int64_t* len, idx b, idx t) { return !len || t < le
 
 // Gate math of units [j0, j1) of one batch row (all pointers indexed by unit; gh by unit too, i.e.
 // already offset by -j0 into the tile). Branch-free so that it vectorises.
+// pw, clip: the LSTM variants' extras (kCellTakesExtras), unused by the other cells.
 template <class T, class Cell, bool Store, int W = 0>
 inline void forward_units(idx j0, idx j1, const T* gx, const T* bx, const T* gh, idx ts,
                           const T* bh, idx gs, const T* hp, const T* cp, T* hn, T* cn, T* st,
-                          T* y) {
+                          T* y, const T* pw, T clip) {
   // W > 0: a full block of W units whose tile stride is W too; a compile-time trip count lets the
   // compiler emit straight vector code without loop prologue/epilogue (blocks are only 1-4 vectors).
   const idx n = W > 0 ? W : j1 - j0;
@@ -143,8 +148,12 @@ inline void forward_units(idx j0, idx j1, const T* gx, const T* bx, const T* gh,
   for (idx k = 0; k < n; ++k) {
     const idx j = j0 + k;
     T h, c;
-    Cell::template fwd<Store>(gx + j, bx + j, gh + j, ts, bh + j, gs, hp[j],
-                              Cell::kHasC ? cp[j] : T(0), &h, &c, st + j);
+    if constexpr (kCellTakesExtras<Cell>)
+      Cell::template fwd<Store>(gx + j, bx + j, gh + j, ts, bh + j, gs, hp[j], cp[j], &h, &c,
+                                st + j, pw + j, clip);
+    else
+      Cell::template fwd<Store>(gx + j, bx + j, gh + j, ts, bh + j, gs, hp[j],
+                                Cell::kHasC ? cp[j] : T(0), &h, &c, st + j);
     hn[j] = h;
     y[j] = h;
     if constexpr (Cell::kHasC) cn[j] = c;
@@ -155,14 +164,19 @@ inline void forward_units(idx j0, idx j1, const T* gx, const T* bx, const T* gh,
 // output's part, added from dy here) and receives the part of dL/dh_{t-1} that bypasses W_hh.
 template <class T, class Cell, bool HasDy>
 inline void backward_units(idx j0, idx j1, T* dh_cur, const T* dy, const T* hp, const T* hn,
-                           const T* cp, const T* cn, const T* st, idx gs, T* dc, T* dgx, T* dgh) {
+                           const T* cp, const T* cn, const T* st, idx gs, T* dc, T* dgx, T* dgh,
+                           const T* pw) {
 #pragma GCC ivdep
   for (idx j = j0; j < j1; ++j) {
     T dh = dh_cur[j];
     if constexpr (HasDy) dh += dy[j];
     T direct;
-    Cell::bwd(dh, hp[j], st + j, gs, hn[j], Cell::kHasC ? cp[j] : T(0),
-              Cell::kHasC ? cn[j] : T(0), dc + j, dgx + j, dgh + j, &direct);
+    if constexpr (kCellTakesExtras<Cell>)
+      Cell::bwd(dh, hp[j], st + j, gs, hn[j], cp[j], cn[j], dc + j, dgx + j, dgh + j, &direct,
+                pw + j);
+    else
+      Cell::bwd(dh, hp[j], st + j, gs, hn[j], Cell::kHasC ? cp[j] : T(0),
+                Cell::kHasC ? cn[j] : T(0), dc + j, dgx + j, dgh + j, &direct);
     dh_cur[j] = direct;
   }
 }
@@ -253,17 +267,17 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
               if (st)
                 forward_units<T, Cell, true, kNR>(ju0, ju1, gxb, P.bih, ghr, nr, P.bhh, H,
                                                   hprev + hb, cprev + hb, hnew + hb, cnew + hb,
-                                                  stb, yr);
+                                                  stb, yr, P.peep, P.clip);
               else
                 forward_units<T, Cell, false, kNR>(ju0, ju1, gxb, P.bih, ghr, nr, P.bhh, H,
                                                    hprev + hb, cprev + hb, hnew + hb, cnew + hb,
-                                                   stb, yr);
+                                                   stb, yr, P.peep, P.clip);
             } else if (st) {
               forward_units<T, Cell, true>(ju0, ju1, gxb, P.bih, ghr, nr, P.bhh, H, hprev + hb,
-                                           cprev + hb, hnew + hb, cnew + hb, stb, yr);
+                                           cprev + hb, hnew + hb, cnew + hb, stb, yr, P.peep, P.clip);
             } else {
               forward_units<T, Cell, false>(ju0, ju1, gxb, P.bih, ghr, nr, P.bhh, H, hprev + hb,
-                                            cprev + hb, hnew + hb, cnew + hb, stb, yr);
+                                            cprev + hb, hnew + hb, cnew + hb, stb, yr, P.peep, P.clip);
             }
           } else {  // past this row's length: state carried, output zero
             for (idx j = ju0; j < ju1; ++j) {
@@ -290,6 +304,43 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
       hn[b * H + j] = hfin[b * H + j];
       if (cn && cfin) cn[b * H + j] = cfin[b * H + j];
     }
+}
+
+// Peephole weight gradients of one (layer, direction):
+//   dpeep[0:H] += sum_r da_i[r] c_prev[r],  dpeep[H:2H] += sum_r da_f[r] c_prev[r],
+//   dpeep[2H:3H] += sum_r da_o[r] c_new[r]   over the rows r = t*B + b of
+//   da (TB, lda) (gate k's block at column k*H), c_prev and c_new (TB, H).
+// Units are split among the threads; each sums its units' rows in row order, so the result does
+// not depend on the thread count (like the bias sums).
+template <class T>
+void peephole_grads(idx TB, idx H, const T* da, idx lda, const T* c_prev, const T* c_new,
+                    T* dpeep, int tid, int nth) {
+  idx c0, c1;
+  split(H, tid, nth, &c0, &c1);
+  constexpr idx kCols = 128;
+  T si[kCols], sf[kCols], so[kCols];
+  for (idx cb = c0; cb < c1; cb += kCols) {
+    const idx nc = std::min(kCols, c1 - cb);
+    std::fill(si, si + nc, T(0));
+    std::fill(sf, sf + nc, T(0));
+    std::fill(so, so + nc, T(0));
+    for (idx r = 0; r < TB; ++r) {
+      const T* ar = da + r * lda + cb;
+      const T* cp = c_prev + r * H + cb;
+      const T* cn = c_new + r * H + cb;
+#pragma GCC ivdep
+      for (idx c = 0; c < nc; ++c) {
+        si[c] += ar[c] * cp[c];
+        sf[c] += ar[H + c] * cp[c];
+        so[c] += ar[3 * H + c] * cn[c];
+      }
+    }
+    for (idx c = 0; c < nc; ++c) {
+      dpeep[cb + c] += si[c];
+      dpeep[H + cb + c] += sf[c];
+      dpeep[2 * H + cb + c] += so[c];
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -344,11 +395,11 @@ void backward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, 
         if (dyt)
           backward_units<T, Cell, true>(j0, j1, dh_cur + hb, dyt, hprev + hb, hnew + hb,
                                         cprev + hb, cnew + hb, stb, H, dcbuf + hb,
-                                        dgxt + b * GH, dght + b * GH);
+                                        dgxt + b * GH, dght + b * GH, P.peep);
         else
           backward_units<T, Cell, false>(j0, j1, dh_cur + hb, nullptr, hprev + hb, hnew + hb,
                                          cprev + hb, cnew + hb, stb, H, dcbuf + hb,
-                                         dgxt + b * GH, dght + b * GH);
+                                         dgxt + b * GH, dght + b * GH, P.peep);
       } else {
         for (int gg = 0; gg < Cell::G; ++gg)
           for (idx j = j0; j < j1; ++j) {
@@ -411,6 +462,9 @@ void backward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, 
       }
     }
   }
+  if (P.peep)  // dp_i, dp_f, dp_o, after the biases of the block (c_prev, c_new: see Geometry)
+    peephole_grads<T>(TB, H, dgx, GH, P.cs + (rev ? B * H : 0), P.cs + (rev ? 0 : B * H),
+                      dwhh + GH * H + (g.bias ? 2 * GH : 0), tid, nth);
   // dW_ih += dGx^T X   (GH x In, summed over all T*B rows)
   pack_b_rowmajor_mt<T>(tid, nth, TB, in, xin, in, nr, packbuf);
   team.sync();
@@ -574,8 +628,26 @@ void pack_t(const Desc& desc, const T* params, T* packed) {
     }
 }
 
+// Calls run(LstmExtCell<T, peephole, clip, input_forget>{}) for the variant the descriptor asks
+// for (at least one switch on: the plain LSTM runs LstmCell).
+template <class T, class Run>
+void with_lstm_variant(const Desc& d, Run&& run) {
+  const int bits = (d.peephole ? 1 : 0) | (clip_on(d) ? 2 : 0) | (d.input_forget ? 4 : 0);
+  switch (bits) {
+    case 1: return run(LstmExtCell<T, true, false, false>{});
+    case 2: return run(LstmExtCell<T, false, true, false>{});
+    case 3: return run(LstmExtCell<T, true, true, false>{});
+    case 4: return run(LstmExtCell<T, false, false, true>{});
+    case 5: return run(LstmExtCell<T, true, false, true>{});
+    case 6: return run(LstmExtCell<T, false, true, true>{});
+    case 7: return run(LstmExtCell<T, true, true, true>{});
+  }
+}
+
 template <class T>
 void forward_dispatch(const Desc& d, const ForwardArgs& a) {
+  if (d.cell == kLstm && lstm_variant(d))
+    return with_lstm_variant<T>(d, [&](auto cell) { forward_t<T, decltype(cell)>(d, a); });
   switch (d.cell) {
     case kRnnTanh: return forward_t<T, RnnCell<T, false>>(d, a);
     case kRnnRelu: return forward_t<T, RnnCell<T, true>>(d, a);
@@ -586,6 +658,8 @@ void forward_dispatch(const Desc& d, const ForwardArgs& a) {
 
 template <class T>
 void backward_dispatch(const Desc& d, const ForwardArgs& f, const BackwardArgs& b) {
+  if (d.cell == kLstm && lstm_variant(d))
+    return with_lstm_variant<T>(d, [&](auto cell) { backward_t<T, decltype(cell)>(d, f, b); });
   switch (d.cell) {
     case kRnnTanh: return backward_t<T, RnnCell<T, false>>(d, f, b);
     case kRnnRelu: return backward_t<T, RnnCell<T, true>>(d, f, b);
