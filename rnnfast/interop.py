@@ -119,6 +119,11 @@ def to_torch(model):
         raise TypeError(f"to_torch converts rnnfast RNN, LSTM and GRU models, got "
                         f"{type(model).__name__}"
                         + ("; convert its .rnn part" if hasattr(model, "rnn") else ""))
+    if model._mode == "GRU" and not model.linear_before_reset:
+        raise ValueError("to_torch: this GRU has linear_before_reset=False (the reset gate scales "
+                         "the state before W_hn, ONNX's default form); torch.nn.GRU only computes "
+                         "linear_before_reset=True, so no torch module reproduces it (save_onnx "
+                         "exports it)")
     torch = _import_torch("rnnfast.to_torch")
     kw = dict(num_layers=model.num_layers, bias=model.bias, batch_first=model.batch_first,
               dropout=model.dropout, bidirectional=model.bidirectional,

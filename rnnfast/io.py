@@ -44,12 +44,15 @@ def _safetensors():
 
 # ----------------------------------------------------------------------------- model -> metadata
 def _rnn_meta(rnn):
-    return {"class": {"LSTM": "LSTM", "GRU": "GRU"}.get(rnn._mode, "RNN"),
+    meta = {"class": {"LSTM": "LSTM", "GRU": "GRU"}.get(rnn._mode, "RNN"),
             "input_size": rnn.input_size, "hidden_size": rnn.hidden_size,
             "num_layers": rnn.num_layers, "bias": rnn.bias, "batch_first": rnn.batch_first,
             "dropout": rnn.dropout, "bidirectional": rnn.bidirectional,
             "nonlinearity": rnn.nonlinearity if rnn._mode.startswith("RNN") else None,
             "dtype": rnn.dtype.name}
+    if rnn._mode == "GRU":  # optional key: files written before it existed load as True
+        meta["linear_before_reset"] = rnn.linear_before_reset
+    return meta
 
 
 def _model_meta(model):
@@ -132,7 +135,8 @@ def _object(d, keys, where):
 
 
 _RNN_KEYS = ("class", "input_size", "hidden_size", "num_layers", "bias", "batch_first",
-             "dropout", "bidirectional", "nonlinearity", "dtype", "format_version")
+             "dropout", "bidirectional", "nonlinearity", "dtype", "format_version",
+             "linear_before_reset")
 
 
 def _rnn_shapes(d, where, prefix, n_tensors):
@@ -150,6 +154,10 @@ def _rnn_shapes(d, where, prefix, n_tensors):
     _field(d, "dropout", "dropout", where)
     _field(d, "nonlinearity", ("tanh", "relu") if cls == "RNN" else (None,), where)
     _field(d, "dtype", tuple(_ST_DTYPES), where)
+    if "linear_before_reset" in d:
+        if cls != "GRU":
+            raise _Bad(f"{where} has 'linear_before_reset', which only a GRU has (class {cls!r})")
+        _field(d, "linear_before_reset", "bool", where)
     D, G = 2 if bidir else 1, _GATES[cls]
     count = L * D * (4 if bias else 2)
     if count > n_tensors + 1024:
@@ -174,6 +182,8 @@ def _build_rnn(d):
               dropout=d["dropout"], bidirectional=d["bidirectional"], dtype=d["dtype"])
     if d["class"] == "RNN":
         kw["nonlinearity"] = d["nonlinearity"]
+    if d["class"] == "GRU":
+        kw["linear_before_reset"] = d.get("linear_before_reset", True)
     return _RNN_CLASSES[d["class"]](d["input_size"], d["hidden_size"], **kw)
 
 
