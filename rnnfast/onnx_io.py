@@ -5,9 +5,10 @@
 (``sess.run(None, {"x": x})``). It walks the graph in topological order: the recurrent operators
 run on rnnfast models built from their weights, and the glue that ``torch.onnx.export`` puts
 around ``nn.LSTM/GRU/RNN`` (Transpose, Squeeze, Shape, Gather, Concat, Expand, ...) runs on numpy.
-Anything rnnfast cannot reproduce exactly (an unknown operator, ``clip``, peepholes,
-``linear_before_reset=0``, other activations, ...) raises an error that names it, never a
-silently different answer.
+Anything rnnfast cannot reproduce exactly (an unknown operator, ``clip``, peepholes, other
+activations, ...) raises an error that names it, never a silently different answer. GRU nodes
+run in either form: ``linear_before_reset=1`` (PyTorch's) or ``0`` (the ONNX default) on
+``GRU(linear_before_reset=False)``.
 
 The ``onnx`` package is imported only inside these functions: rnnfast's only runtime dependency
 stays numpy.
@@ -213,10 +214,12 @@ class _RecurrentNode:
         if op == "LSTM" and int(attrs.get("input_forget", 0)) != 0:
             raise NotImplementedError(f"{where}: attribute 'input_forget=1' (coupled input and "
                                       f"forget gates) is not supported by rnnfast")
-        if op == "GRU" and int(attrs.get("linear_before_reset", 0)) != 1:
-            raise NotImplementedError(f"{where}: attribute 'linear_before_reset=0' (the ONNX "
-                                      f"default) is not supported by rnnfast, which runs "
-                                      f"PyTorch's GRU (linear_before_reset=1)")
+        self.linear_before_reset = True
+        if op == "GRU":
+            lbr = int(attrs.get("linear_before_reset", 0))  # ONNX's default is 0
+            if lbr not in (0, 1):
+                raise ValueError(f"{where}: linear_before_reset must be 0 or 1, got {lbr}")
+            self.linear_before_reset = lbr == 1
         for key in ("activation_alpha", "activation_beta"):
             if key in attrs:
                 raise NotImplementedError(f"{where}: attribute {key!r} is not supported by rnnfast")
@@ -280,8 +283,10 @@ class _RecurrentNode:
             kw = dict(bidirectional=two, dtype=dtype)
             if op == "RNN":
                 m = RNN(W.shape[2], H, nonlinearity=self.nonlinearity, **kw)
+            elif op == "GRU":
+                m = GRU(W.shape[2], H, linear_before_reset=self.linear_before_reset, **kw)
             else:
-                m = (LSTM if op == "LSTM" else GRU)(W.shape[2], H, **kw)
+                m = LSTM(W.shape[2], H, **kw)
         inv = list(np.argsort(_ONNX_ORDER[op]))  # PyTorch block k = ONNX block inv[k]
         sd = {}
         for d in range(D):
@@ -558,7 +563,7 @@ def save_onnx(model, path=None, initial_state=False, lengths=False, opset=14):
             names.pop()
         attrs = dict(hidden_size=H, direction="bidirectional" if D == 2 else "forward")
         if op == "GRU":
-            attrs["linear_before_reset"] = 1
+            attrs["linear_before_reset"] = 1 if model.linear_before_reset else 0
         if op == "RNN":
             attrs["activations"] = [model.nonlinearity.capitalize()] * D
         outs = [f"Y{layer}", f"hn{layer}"] + ([f"cn{layer}"] if lstm else [])
