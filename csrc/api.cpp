@@ -39,6 +39,7 @@ int num_gates(int32_t cell) {
     case kRnnRelu: return 1;
     case kLstm: return 4;
     case kGru: return 3;
+    case kGruResetBefore: return 3;
   }
   return 0;
 }

@@ -217,4 +217,54 @@ struct GruCell {
   }
 };
 
+// GRU with the reset gate applied BEFORE the recurrent product of the candidate (ONNX
+// linear_before_reset=0, its default; Keras reset_after=False):
+//   r = sigmoid(gx_r + b_ir + W_hr h + b_hr),  z = sigmoid(gx_z + b_iz + W_hz h + b_hz)
+//   n = tanh(gx_n + b_in + W_hn q + b_hn)  with q = r * h_{t-1}
+//   h_t = (1 - z) n + z h_{t-1}
+// W_hn q needs q of ALL units, so a step runs in two phases with a sync between them (see
+// forward_direction_rb in the driver): phase 1 (reset) computes the r tile and q; phase 2 (update)
+// the z tile (from h_{t-1}) and the n tile (from q), then h_t. Backward likewise splits at
+// dq = da_n W_hn. Same parameters and layout as GruCell. Stores r, z, n, q (slots 0..3, stride
+// gs); q is also the operand of the dW_hn GEMM.
+template <class T>
+struct GruResetBeforeCell {
+  static constexpr int G = 3, S = 4;
+  static constexpr bool kHasC = false, kSplitGh = false;
+  // Phase 1 of one unit: gh_r = (W_hr h_{t-1})_j.  *q = r * h_{t-1}.
+  static inline T fwd_reset(T gx_r, T bx_r, T gh_r, T bh_r, T hprev, T* q) {
+    const T r = Act<T>::sigmoid((gx_r + bx_r) + (gh_r + bh_r));
+    *q = r * hprev;
+    return r;
+  }
+  // Phase 2 of one unit: gh_z = (W_hz h_{t-1})_j, gq_n = (W_hn q)_j. Returns h_t.
+  static inline T fwd_update(T gx_z, T bx_z, T gh_z, T bh_z, T gx_n, T bx_n, T gq_n, T bh_n,
+                             T hprev, T* z_out, T* n_out) {
+    const T z = Act<T>::sigmoid((gx_z + bx_z) + (gh_z + bh_z));
+    const T n = Act<T>::tanh((gx_n + bx_n) + (gq_n + bh_n));
+    *z_out = z;
+    *n_out = n;
+    return (T(1) - z) * n + z * hprev;
+  }
+  // Backward, first part (needs only this unit): h_t = (1 - z) n + z h_{t-1}, n = tanh(a_n),
+  // z = sigmoid(a_z). Returns the part of dL/dh_{t-1} that goes straight through z * h_{t-1}.
+  static inline T bwd_update(T dh, T hprev, T z, T n, T* da_z, T* da_n) {
+    *da_n = dh * (T(1) - z) * (T(1) - n * n);
+    *da_z = dh * (hprev - n) * z * (T(1) - z);
+    return dh * z;
+  }
+  // Backward, second part, once dq = da_n W_hn is known (all units' da_n): q = r * h_{t-1}.
+  // Returns the part of dL/dh_{t-1} through q.
+  static inline T bwd_reset(T dq, T hprev, T r, T* da_r) {
+    *da_r = dq * hprev * r * (T(1) - r);
+    return dq * r;
+  }
+};
+
+// Cells whose step runs in the two phases above (the driver picks its loops by this).
+template <class Cell>
+inline constexpr bool kResetBefore = false;
+template <class T>
+inline constexpr bool kResetBefore<GruResetBeforeCell<T>> = true;
+
 }  // namespace rnnfast

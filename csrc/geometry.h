@@ -9,14 +9,15 @@ namespace rnnfast {
 struct Geometry {
   idx T, B, I, H, L, D;
   int G;      // gates
-  int S;      // stored activations per unit and step (training)
+  int S;      // stored activations per unit and step (training; kGruResetBefore: r, z, n, r*h)
   idx GH, DH;
   bool bias, lstm, gru;
   int nr;     // panel width of the active kernel for this dtype
 
   Geometry(const Desc& d, int nr_)
       : T(d.seq_len), B(d.batch), I(d.input_size), H(d.hidden_size), L(d.num_layers),
-        D(d.num_dirs), G(num_gates(d.cell)), S(d.cell == kLstm || d.cell == kGru ? 4 : 0),
+        D(d.num_dirs), G(num_gates(d.cell)),
+        S(d.cell == kLstm || d.cell == kGru || d.cell == kGruResetBefore ? 4 : 0),
         GH(G * d.hidden_size), DH(d.num_dirs * d.hidden_size), bias(d.has_bias != 0),
         lstm(d.cell == kLstm), gru(d.cell == kGru), nr(nr_) {
     // LSTM variants: peephole weights follow the biases; with clip, backward also needs to know

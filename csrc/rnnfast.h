@@ -19,7 +19,10 @@
 
 namespace rnnfast {
 
-enum Cell : int32_t { kRnnTanh = 0, kRnnRelu = 1, kLstm = 2, kGru = 3 };
+// kGru is PyTorch's GRU (ONNX linear_before_reset=1); kGruResetBefore is ONNX's default
+// linear_before_reset=0 (Keras reset_after=False): n = tanh(W_in x + b_in + W_hn (r * h) + b_hn).
+// Both have PyTorch's GRU parameter layout.
+enum Cell : int32_t { kRnnTanh = 0, kRnnRelu = 1, kLstm = 2, kGru = 3, kGruResetBefore = 4 };
 enum DType : int32_t { kF32 = 0, kF64 = 1 };
 
 struct Desc {

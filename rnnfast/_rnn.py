@@ -16,6 +16,8 @@ from . import _validate as V
 from ._params import FlatParams
 
 _CELLS = {"RNN_TANH": 0, "RNN_RELU": 1, "LSTM": 2, "GRU": 3}
+# The core's code of the GRU whose reset gate comes before W_hn (GRU(linear_before_reset=False))
+_CELL_GRU_RESET_BEFORE = 4
 _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
 
@@ -87,8 +89,11 @@ class _RNNBase(FlatParams):
                     out.append((prefix + sfx, shape))
         return out
 
+    def _cell_code(self):
+        return _CELLS[self._mode]
+
     def _desc(self, T, B):
-        return (_CELLS[self._mode], 0 if self.dtype == np.float32 else 1, int(T), int(B),
+        return (self._cell_code(), 0 if self.dtype == np.float32 else 1, int(T), int(B),
                 self.input_size, self.hidden_size, self.num_layers, self.num_directions,
                 int(self.bias), int(self.peephole), int(self.input_forget),
                 0.0 if self.clip is None else float(self.clip))
@@ -282,6 +287,8 @@ class _RNNBase(FlatParams):
             extra += ", input_forget=True"
         if self.clip is not None:
             extra += f", clip={self.clip!r}"
+        if self._mode == "GRU" and not self.linear_before_reset:
+            extra += ", linear_before_reset=False"
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
                 f"num_layers={self.num_layers}, bias={self.bias}, batch_first={self.batch_first}, "
                 f"dropout={self.dropout}, bidirectional={self.bidirectional}{extra}, "
@@ -325,9 +332,25 @@ class LSTM(_RNNBase):
 
 class GRU(_RNNBase):
     """Gated recurrent unit stack with ``torch.nn.GRU`` semantics (gates r, z, n; the reset gate
-    multiplies ``W_hn h + b_hn``). Calling it returns ``y, h_n``."""
+    multiplies ``W_hn h + b_hn``). Calling it returns ``y, h_n``.
+
+    ``linear_before_reset=False`` selects the other GRU form (ONNX's default
+    ``linear_before_reset=0``, Keras' ``reset_after=False``): the reset gate scales the state
+    before the recurrent product, ``n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)``. Parameters
+    keep PyTorch's names and layout; PyTorch itself has no such GRU (``to_torch`` refuses it).
+    """
 
     _mode = "GRU"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype="float32", seed=None, *,
+                 linear_before_reset=True):
+        self.linear_before_reset = self._flag(linear_before_reset, "linear_before_reset")
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, dtype, seed)
+
+    def _cell_code(self):
+        return _CELLS["GRU"] if self.linear_before_reset else _CELL_GRU_RESET_BEFORE
 
 
 class RNN(_RNNBase):

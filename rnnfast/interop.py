@@ -124,6 +124,11 @@ def to_torch(model):
     if variants:
         raise ValueError(f"to_torch: this LSTM uses {', '.join(variants)}, which torch.nn.LSTM "
                          f"does not have (rnnfast.save_onnx exports such a model)")
+    if model._mode == "GRU" and not model.linear_before_reset:
+        raise ValueError("to_torch: this GRU has linear_before_reset=False (the reset gate scales "
+                         "the state before W_hn, ONNX's default form); torch.nn.GRU only computes "
+                         "linear_before_reset=True, so no torch module reproduces it (save_onnx "
+                         "exports it)")
     torch = _import_torch("rnnfast.to_torch")
     kw = dict(num_layers=model.num_layers, bias=model.bias, batch_first=model.batch_first,
               dropout=model.dropout, bidirectional=model.bidirectional,

@@ -56,6 +56,8 @@ def _rnn_meta(rnn):
     for key in _LSTM_VARIANT_KEYS:
         if getattr(rnn, key) not in (False, None):
             meta[key] = getattr(rnn, key)
+    if rnn._mode == "GRU":  # optional key: files written before it existed load as True
+        meta["linear_before_reset"] = rnn.linear_before_reset
     return meta
 
 
@@ -140,8 +142,8 @@ def _object(d, keys, where):
 
 _LSTM_VARIANT_KEYS = ("peephole", "input_forget", "clip")
 _RNN_KEYS = ("class", "input_size", "hidden_size", "num_layers", "bias", "batch_first",
-             "dropout", "bidirectional", "nonlinearity", "dtype", "format_version"
-             ) + _LSTM_VARIANT_KEYS
+             "dropout", "bidirectional", "nonlinearity", "dtype", "format_version",
+             "linear_before_reset") + _LSTM_VARIANT_KEYS
 
 
 def _lstm_variant(d, cls, where):
@@ -175,6 +177,10 @@ def _rnn_shapes(d, where, prefix, n_tensors):
     _field(d, "nonlinearity", ("tanh", "relu") if cls == "RNN" else (None,), where)
     _field(d, "dtype", tuple(_ST_DTYPES), where)
     peephole, _, _ = _lstm_variant(d, cls, where)
+    if "linear_before_reset" in d:
+        if cls != "GRU":
+            raise _Bad(f"{where} has 'linear_before_reset', which only a GRU has (class {cls!r})")
+        _field(d, "linear_before_reset", "bool", where)
     D, G = 2 if bidir else 1, _GATES[cls]
     count = L * D * ((4 if bias else 2) + (1 if peephole else 0))
     if count > n_tensors + 1024:
@@ -203,6 +209,8 @@ def _build_rnn(d):
         kw["nonlinearity"] = d["nonlinearity"]
     if d["class"] == "LSTM":
         kw.update(zip(_LSTM_VARIANT_KEYS, _lstm_variant(d, "LSTM", "the metadata")))
+    if d["class"] == "GRU":
+        kw["linear_before_reset"] = d.get("linear_before_reset", True)
     return _RNN_CLASSES[d["class"]](d["input_size"], d["hidden_size"], **kw)
 
 

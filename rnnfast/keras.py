@@ -15,6 +15,10 @@ the GRU, a gate reorder:
   bias ``(2, 3*units)`` is (input bias, recurrent bias) = (``bias_ih``, ``bias_hh``). The math
   is then PyTorch's: ``n = tanh(W_n x + b_in + r * (U_n h + b_hn))``,
   ``h' = z * h + (1 - z) * n``.
+- GRU (``reset_after=False``): same gate reorder; the reset gate scales the state before the
+  recurrent product, ``n = tanh(W_n x + b_n + U_n (r * h))``, which is
+  ``rnnfast.GRU(linear_before_reset=False)``. One bias ``(3*units,)`` goes to ``bias_ih``;
+  ``bias_hh`` is zero.
 - SimpleRNN: one gate; activation ``tanh`` or ``relu``.
 
 Models are single-layer, unidirectional and batch-first by default, as Keras' inputs are
@@ -98,34 +102,36 @@ def from_keras_gru(kernel, recurrent_kernel, bias=None, reset_after=True, *, act
     """An ``rnnfast.GRU`` equal to a Keras ``GRU`` layer with these weights.
 
     kernel ``(input_dim, 3*units)``, recurrent_kernel ``(units, 3*units)`` (gate order z, r, h),
-    bias ``(2, 3*units)`` (input bias row, recurrent bias row) or ``None`` (``use_bias=False``).
-    reset_after: must be ``True`` (Keras 3's default, PyTorch's formulation). With
-    ``reset_after=False`` Keras applies the reset gate before the recurrent product,
-    ``tanh(W_h x + b_h + U_h (r * h))``; no choice of PyTorch-form weights reproduces that in
-    general, so it raises ``NotImplementedError``.
+    bias or ``None`` (``use_bias=False``).
+    reset_after: the layer's. ``True`` (Keras 3's default, PyTorch's formulation): bias
+    ``(2, 3*units)`` (input bias row, recurrent bias row); the model is a plain ``GRU``.
+    ``False``: Keras applies the reset gate before the recurrent product,
+    ``tanh(W_h x + b_h + U_h (r * h))``, and has one bias ``(3*units,)``; the model is a
+    ``GRU(linear_before_reset=False)`` with that bias as ``bias_ih`` and ``bias_hh`` zero.
     """
     if not isinstance(reset_after, (bool, np.bool_)):
         raise TypeError(f"reset_after must be a bool, got {reset_after!r}")
-    if not reset_after:
-        raise NotImplementedError(
-            "Keras GRU with reset_after=False is not supported: it applies the reset gate before "
-            "the recurrent matrix product (U_h (r * h)), while rnnfast's GRU (like PyTorch's) "
-            "applies it after (r * (U_h h + b)); the two are not interchangeable")
     _check_activation("activation", activation, ("tanh",), "GRU")
     _check_activation("recurrent_activation", recurrent_activation, ("sigmoid",), "GRU")
     dtype = _dtype(dtype, kernel)
     k, r, input_dim, units = _kernels(kernel, recurrent_kernel, 3, dtype, "GRU")
     state = {"weight_ih_l0": _gate_blocks(k.T, _GRU_ORDER, units),
              "weight_hh_l0": _gate_blocks(r.T, _GRU_ORDER, units)}
-    if bias is not None:
+    if bias is not None and reset_after:
         b = V.float_array(bias, "bias", dtype)
         V.check_shape(b, (2, 3 * units), "GRU bias",
                       f"(2, 3*units) (input bias, recurrent bias; reset_after=True) "
                       f"with units={units}")
         state["bias_ih_l0"] = _gate_blocks(b[0], _GRU_ORDER, units)
         state["bias_hh_l0"] = _gate_blocks(b[1], _GRU_ORDER, units)
+    elif bias is not None:
+        b = V.float_array(bias, "bias", dtype)
+        V.check_shape(b, (3 * units,), "GRU bias",
+                      f"(3*units,) (one bias; reset_after=False) with units={units}")
+        state["bias_ih_l0"] = _gate_blocks(b, _GRU_ORDER, units)
+        state["bias_hh_l0"] = np.zeros_like(b)
     model = GRU(input_size=input_dim, hidden_size=units, bias=bias is not None,
-                batch_first=batch_first, dtype=dtype)
+                batch_first=batch_first, dtype=dtype, linear_before_reset=bool(reset_after))
     model.load_state_dict(state)
     return model
 

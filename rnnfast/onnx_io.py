@@ -6,9 +6,11 @@
 run on rnnfast models built from their weights, and the glue that ``torch.onnx.export`` puts
 around ``nn.LSTM/GRU/RNN`` (Transpose, Squeeze, Shape, Gather, Concat, Expand, ...) runs on numpy.
 LSTM's optional peepholes (input ``P``), ``clip`` and ``input_forget`` run on rnnfast's LSTM
-variants (``rf.LSTM(peephole=, clip=, input_forget=)``). Anything rnnfast cannot reproduce exactly
-(an unknown operator, ``clip`` on GRU/RNN, ``linear_before_reset=0``, other activations, ...)
-raises an error that names it, never a silently different answer.
+variants (``rf.LSTM(peephole=, clip=, input_forget=)``); GRU nodes run in either form:
+``linear_before_reset=1`` (PyTorch's) or ``0`` (the ONNX default) on
+``GRU(linear_before_reset=False)``. Anything rnnfast cannot reproduce exactly (an unknown operator,
+``clip`` on GRU/RNN, other activations, ...) raises an error that names it, never a silently
+different answer.
 
 The ``onnx`` package is imported only inside these functions: rnnfast's only runtime dependency
 stays numpy.
@@ -217,10 +219,12 @@ class _RecurrentNode:
         self.clip, self.input_forget = None, False
         if op == "LSTM":
             self.clip, self.input_forget = self._lstm_variant(attrs, where)
-        if op == "GRU" and int(attrs.get("linear_before_reset", 0)) != 1:
-            raise NotImplementedError(f"{where}: attribute 'linear_before_reset=0' (the ONNX "
-                                      f"default) is not supported by rnnfast, which runs "
-                                      f"PyTorch's GRU (linear_before_reset=1)")
+        self.linear_before_reset = True
+        if op == "GRU":
+            lbr = int(attrs.get("linear_before_reset", 0))  # ONNX's default is 0
+            if lbr not in (0, 1):
+                raise ValueError(f"{where}: linear_before_reset must be 0 or 1, got {lbr}")
+            self.linear_before_reset = lbr == 1
         for key in ("activation_alpha", "activation_beta"):
             if key in attrs:
                 raise NotImplementedError(f"{where}: attribute {key!r} is not supported by rnnfast")
@@ -309,7 +313,7 @@ class _RecurrentNode:
                 m = LSTM(W.shape[2], H, peephole=P is not None, input_forget=self.input_forget,
                          clip=self.clip, **kw)
             else:
-                m = GRU(W.shape[2], H, **kw)
+                m = GRU(W.shape[2], H, linear_before_reset=self.linear_before_reset, **kw)
         inv = list(np.argsort(_ONNX_ORDER[op]))  # PyTorch block k = ONNX block inv[k]
         sd = {}
         for d in range(D):
@@ -596,7 +600,7 @@ def save_onnx(model, path=None, initial_state=False, lengths=False, opset=14):
             names.pop()
         attrs = dict(hidden_size=H, direction="bidirectional" if D == 2 else "forward")
         if op == "GRU":
-            attrs["linear_before_reset"] = 1
+            attrs["linear_before_reset"] = 1 if model.linear_before_reset else 0
         if lstm and model.clip is not None:
             attrs["clip"] = float(model.clip)
         if lstm and model.input_forget:

@@ -178,19 +178,39 @@ def test_time_major_option_and_dtype_default():
     assert from_keras_lstm(*_weights(rng, 4, (4 * U,)), dtype="float32").dtype == np.float32
 
 
-def test_gru_reset_before_is_refused_because_the_math_differs():
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_gru_reset_before_matches_keras_formulas(use_bias):
     rng = np.random.default_rng(6)
-    k, r, _ = _weights(rng, 3, None)
-    b = 0.5 * rng.standard_normal(3 * U)
-    with pytest.raises(NotImplementedError, match="reset_after=False"):
-        from_keras_gru(k, r, b, reset_after=False)
-    with pytest.raises(NotImplementedError, match="reset_after=False"):
-        from_keras_gru(k, r, None, reset_after=False)
-    # why: on the same weights the two formulations give materially different outputs
-    x = _x(rng)
-    before = keras_gru(x, k, r, b, reset_after=False)[0]
-    after = keras_gru(x, k, r, np.stack([b, np.zeros_like(b)]), reset_after=True)[0]
-    assert np.max(np.abs(before - after)) > 1e-2
+    k, r, b = _weights(rng, 3, (3 * U,) if use_bias else None)
+    x, h0 = _x(rng), rng.standard_normal((B, U))
+    m = from_keras_gru(k, r, b, reset_after=False)
+    assert isinstance(m, rf.GRU) and m.linear_before_reset is False and m.bias == use_bias
+    for init in (None, h0):
+        y_ref, h_ref = keras_gru(x, k, r, b, False, init)
+        y, h = m(x, None if init is None else init[None])
+        assert rel_err(y, y_ref) <= TOL, rel_err(y, y_ref)
+        assert rel_err(h[0], h_ref) <= TOL, rel_err(h[0], h_ref)
+    # the two Keras formulations differ materially on the same weights, so this test would catch
+    # a model that ignored reset_after
+    if use_bias:
+        after = keras_gru(x, k, r, np.stack([b, np.zeros_like(b)]), reset_after=True)[0]
+        assert np.max(np.abs(y_ref - after)) > 1e-2
+    m32 = from_keras_gru(*(a.astype(np.float32) for a in (k, r)),
+                         None if b is None else b.astype(np.float32), reset_after=False)
+    assert m32.dtype == np.float32
+    assert rel_err(m32(x)[0], keras_gru(x, k, r, b, False)[0]) <= 1e-5
+
+
+def test_keras_gru_reset_before_bias_goes_to_bias_ih_reordered():
+    rng = np.random.default_rng(8)
+    k, r, b = _weights(rng, 3, (3 * U,))
+    sd = from_keras_gru(k, r, b, reset_after=False).state_dict()
+    z, rr, n = slice(0, U), slice(U, 2 * U), slice(2 * U, 3 * U)
+    for name, src in (("weight_ih_l0", k.T), ("weight_hh_l0", r.T), ("bias_ih_l0", b)):
+        assert np.array_equal(sd[name], np.concatenate([src[rr], src[z], src[n]])), name
+    assert not sd["bias_hh_l0"].any()
+    with pytest.raises(ValueError, match=r"\(3\*units,\).*reset_after=False.*\(2, 12\)"):
+        from_keras_gru(k, r, np.zeros((2, 3 * U)), reset_after=False)
 
 
 def test_bad_arrays_and_options_are_named():

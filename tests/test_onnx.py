@@ -289,7 +289,6 @@ def test_glue_operators_match_reference():
 @pytest.mark.parametrize("op,attrs,name", [
     ("GRU", dict(clip=2.0), "clip"),
     ("RNN", dict(clip=2.0), "clip"),
-    ("GRU", dict(linear_before_reset=0), "linear_before_reset"),
     ("LSTM", dict(activations=["Sigmoid", "Relu", "Tanh"]), "activations"),
     ("GRU", dict(activations=["HardSigmoid", "Tanh"]), "activations"),
     ("RNN", dict(activations=["Sigmoid"]), "activations"),
@@ -299,6 +298,61 @@ def test_glue_operators_match_reference():
 def test_unsupported_attribute_raises_naming_it(op, attrs, name):
     model, _ = _graph(op, 4, 3, **attrs)
     with pytest.raises(NotImplementedError, match=name):
+        rf.load_onnx(model)
+
+
+# ----------------------------------------------------- GRU linear_before_reset=0 (ONNX's default)
+@pytest.mark.parametrize("case", HELPER_CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_gru_reset_before_matches_reference_and_ort(case):
+    model, feed = _graph("GRU", 4, 3, linear_before_reset=0, seed=2, **case)
+    sess = rf.load_onnx(model.SerializeToString())
+    got = sess.run(None, feed)
+    assert sess.models[0].linear_before_reset is False
+    ref = ReferenceEvaluator(model).run(None, feed)
+    via_ort = _ort_run(model, feed)
+    for g, r, o in zip(got, ref, via_ort):
+        assert _maxerr(g, r) < TOL
+        assert _maxerr(g, o) < TOL
+    # the two GRU forms give materially different answers on these weights
+    m1, _ = _graph("GRU", 4, 3, linear_before_reset=1, seed=2, **case)
+    assert _maxerr(rf.load_onnx(m1).run(None, feed)[0], got[0]) > 1e-3
+
+
+def test_gru_without_the_attribute_is_reset_before():
+    # linear_before_reset absent means 0 (the ONNX default)
+    model, feed = _graph("GRU", 4, 3, direction="bidirectional", linear_before_reset=0)
+    node = model.graph.node[0]
+    keep = [a for a in node.attribute if a.name != "linear_before_reset"]
+    del node.attribute[:]
+    node.attribute.extend(keep)
+    sess = rf.load_onnx(model)
+    assert sess.models[0].linear_before_reset is False
+    for g, o in zip(sess.run(None, feed), _ort_run(model, feed)):
+        assert _maxerr(g, o) < TOL
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("layout", [0, 1])
+def test_gru_reset_before_sequence_lens_matches_ort(direction, layout):
+    model, feed = _graph("GRU", 4, 3, direction=direction, layout=layout, lens=True, init_h=True,
+                         linear_before_reset=0, seed=5)
+    got = rf.load_onnx(model).run(None, feed)
+    for g, o in zip(got, _ort_run(model, feed)):
+        assert _maxerr(g, o) < TOL
+
+
+def test_gru_reset_before_float64_tight_vs_reference():
+    model, feed = _graph("GRU", 4, 3, direction="bidirectional", init_h=True,
+                         linear_before_reset=0, dtype=np.float64)
+    sess = rf.load_onnx(model)
+    assert sess.models[0].dtype == np.float64
+    for g, r in zip(sess.run(None, feed), ReferenceEvaluator(model).run(None, feed)):
+        assert _maxerr(g, r) < 1e-12
+
+
+def test_gru_bad_linear_before_reset_raises():
+    model, _ = _graph("GRU", 4, 3, linear_before_reset=2)
+    with pytest.raises(ValueError, match="linear_before_reset must be 0 or 1"):
         rf.load_onnx(model)
 
 
@@ -419,7 +473,7 @@ def test_zero_sequence_length_raises_naming_it():
 
 
 # ---------------------------------------------------------------------------- (d) save_onnx
-SAVE_CASES = [(cls, L, bi, bf, bias) for cls in ("LSTM", "GRU", "RNN")
+SAVE_CASES = [(cls, L, bi, bf, bias) for cls in ("LSTM", "GRU", "RNN", "GRU_RB")
               for (L, bi, bf, bias) in ((1, False, False, True), (2, True, True, True),
                                         (3, True, False, False))]
 
@@ -429,7 +483,7 @@ def test_save_onnx_round_trip(cls, L, bi, bf, bias, tmp_path):
     kw = dict(num_layers=L, bidirectional=bi, batch_first=bf, bias=bias, seed=3)
     if cls == "RNN" and bi:
         kw["nonlinearity"] = "relu"
-    m = getattr(rf, cls)(4, 5, **kw)
+    m = _rf_model(cls, 4, 5, **kw)
     rng = np.random.default_rng(0)
     T, B, D = 6, 3, 2 if bi else 1
     x = rng.standard_normal((B, T, 4) if bf else (T, B, 4)).astype(np.float32)
@@ -504,10 +558,25 @@ def test_save_onnx_peephole_float64_vs_reference():
         assert _maxerr(r, e) < 1e-12
 
 
-@pytest.mark.parametrize("cls", ["LSTM", "GRU", "RNN"])
+def _rf_model(cls, *args, **kw):
+    """rf.LSTM / GRU / RNN, or for "GRU_RB" a GRU(linear_before_reset=False)."""
+    if cls == "GRU_RB":
+        return rf.GRU(*args, linear_before_reset=False, **kw)
+    return getattr(rf, cls)(*args, **kw)
+
+
+def test_save_onnx_writes_the_gru_form():
+    for lbr, want in ((True, 1), (False, 0)):
+        proto = onnx.load_from_string(rf.save_onnx(rf.GRU(3, 4, linear_before_reset=lbr)))
+        (node,) = [n for n in proto.graph.node if n.op_type == "GRU"]
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs["linear_before_reset"] == want
+
+
+@pytest.mark.parametrize("cls", ["LSTM", "GRU", "RNN", "GRU_RB"])
 def test_save_onnx_float64_vs_reference(cls):
     # onnxruntime has no float64 LSTM/GRU/RNN kernels; onnx.reference checks the graph instead
-    m = getattr(rf, cls)(3, 4, num_layers=2, bidirectional=True, dtype="float64", seed=1)
+    m = _rf_model(cls, 3, 4, num_layers=2, bidirectional=True, dtype="float64", seed=1)
     x = np.random.default_rng(2).standard_normal((5, 2, 3))
     h0 = np.random.default_rng(3).standard_normal((4, 2, 4))
     data = rf.save_onnx(m, initial_state=True)

@@ -478,6 +478,290 @@ void backward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, 
   gemm_mt<T>(kern, tid, nth, TB, in, GH, dgx, GH, 1, P.pk_wih, dxin, in, dx_accumulate);
 }
 
+// ---------------------------------------------------------------------------------------------
+// GRU with the reset gate before the recurrent product (GruResetBeforeCell): forward over one
+// (layer, direction). Like forward_direction, but a step has two phases, each a round of the
+// StepScheduler (rounds 2s and 2s+1), because W_hn (r * h_{t-1}) needs r * h_{t-1} of all units:
+//   phase 1 (reset):  per block, tile h_{t-1} W_hr^T -> r, q = r * h_{t-1}
+//   phase 2 (update): per block, tiles h_{t-1} W_hz^T and q W_hn^T -> z, n, h_t
+// The packed W_hh^T is GruCell's (panel u*3+g = gate g of unit block u), so each phase reads
+// contiguous panels. q lives in the stored slot 3 when training (row stride S*H; backward's dW_hn
+// GEMM reads it there), else in qbuf (B, H). Rows past their length get q = 0 (finite operands for
+// the GEMMs), carry h, output zero.
+template <class T>
+void forward_direction_rb(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, const T* xin,
+                          T* yout, const T* h0, T* hn, const int64_t* len, T* gx, T* hbuf,
+                          T* qbuf, const Team& team) {
+  using Cell = GruResetBeforeCell<T>;
+  const int tid = team.tid, nth = team.nth;
+  const Kern<T> kern = kern_for<T>();
+  const int mr = kern.mr, nr = g.nr;
+  const idx T_ = g.T, B = g.B, H = g.H, GH = g.GH, DH = g.DH, S = g.S, in = g.in_size(l);
+  constexpr int G = Cell::G;
+  const bool rev = d == 1, train = P.hs != nullptr;
+
+  gemm_mt<T>(kern, tid, nth, T_ * B, GH, in, xin, in, 1, P.pk_wihT, gx, GH, false);
+
+  idx u0, u1;
+  split(g.unit_blocks(), tid, nth, &u0, &u1);
+  const idx j0 = std::min(H, u0 * nr), j1 = std::min(H, u1 * nr);
+  T* hinit = train ? P.hs + (rev ? T_ : 0) * B * H : hbuf;
+  for (idx b = 0; b < B; ++b)
+    for (idx j = j0; j < j1; ++j) hinit[b * H + j] = h0 ? h0[b * H + j] : T(0);
+  team.sync();
+
+  const T *bir = P.bih, *biz = P.bih + H, *bin = P.bih + 2 * H;
+  const T *bhr = P.bhh, *bhz = P.bhh + H, *bhn = P.bhh + 2 * H;
+  alignas(64) T tile[8 * 2 * 64];  // mr x (2*nr): phase 1 uses the first nr columns
+  StepScheduler& sched = *team.sched;
+  for (idx s = 0; s < T_; ++s) {
+    const idx t = rev ? T_ - 1 - s : s;
+    const T* hprev = train ? P.hs + (rev ? t + 1 : t) * B * H : hbuf + (s & 1) * B * H;
+    T* hnew = train ? P.hs + (rev ? t : t + 1) * B * H : hbuf + ((s + 1) & 1) * B * H;
+    T* st = P.st ? P.st + t * B * S * H : nullptr;
+    T* q = st ? st + 3 * H : qbuf;
+    const idx qs = st ? S * H : H;  // row stride of q
+    const T* gxt = gx + t * B * GH;
+    T* yt = yout + t * B * DH + d * H;
+
+    auto run_reset = [&](idx u) {
+      const idx ju0 = u * nr, ju1 = std::min(H, ju0 + nr);
+      for (idx i0 = 0; i0 < B; i0 += mr) {
+        const int m = (int)std::min<idx>(mr, B - i0);
+        tile_gemm<T>((int)H, hprev + i0 * H, H, 1, P.pk_whhT + (u * G + 0) * H * nr, tile, nr,
+                     m, nr, 0);
+        for (int ii = 0; ii < m; ++ii) {
+          const idx b = i0 + ii;
+          const T* hp = hprev + b * H;
+          T* qb = q + b * qs;
+          if (row_active(len, b, t)) {
+            const T* gxr = gxt + b * GH;
+            const T* ghr = tile + ii * nr - ju0;
+            if (st) {
+              T* rb = st + b * S * H;
+#pragma GCC ivdep
+              for (idx j = ju0; j < ju1; ++j)
+                rb[j] = Cell::fwd_reset(gxr[j], bir[j], ghr[j], bhr[j], hp[j], qb + j);
+            } else {
+#pragma GCC ivdep
+              for (idx j = ju0; j < ju1; ++j)
+                Cell::fwd_reset(gxr[j], bir[j], ghr[j], bhr[j], hp[j], qb + j);
+            }
+          } else {
+            for (idx j = ju0; j < ju1; ++j) qb[j] = T(0);
+          }
+        }
+      }
+      sched.finish();
+    };
+    auto run_update = [&](idx u) {
+      const idx ju0 = u * nr, ju1 = std::min(H, ju0 + nr);
+      for (idx i0 = 0; i0 < B; i0 += mr) {
+        const int m = (int)std::min<idx>(mr, B - i0);
+        tile_gemm<T>((int)H, hprev + i0 * H, H, 1, P.pk_whhT + (u * G + 1) * H * nr, tile,
+                     2 * nr, m, nr, 0);
+        tile_gemm<T>((int)H, q + i0 * qs, qs, 1, P.pk_whhT + (u * G + 2) * H * nr, tile + nr,
+                     2 * nr, m, nr, 0);
+        for (int ii = 0; ii < m; ++ii) {
+          const idx b = i0 + ii, hb = b * H;
+          const T* hp = hprev + hb;
+          T* hw = hnew + hb;
+          T* yr = yt + b * DH;
+          if (row_active(len, b, t)) {
+            const T* gxz = gxt + b * GH + H;
+            const T* gxn = gxt + b * GH + 2 * H;
+            const T* ghz = tile + ii * 2 * nr - ju0;
+            const T* gqn = ghz + nr;
+            if (st) {
+              T* zb = st + b * S * H + H;
+              T* nb = zb + H;
+#pragma GCC ivdep
+              for (idx j = ju0; j < ju1; ++j) {
+                const T h = Cell::fwd_update(gxz[j], biz[j], ghz[j], bhz[j], gxn[j], bin[j],
+                                             gqn[j], bhn[j], hp[j], zb + j, nb + j);
+                hw[j] = h;
+                yr[j] = h;
+              }
+            } else {
+#pragma GCC ivdep
+              for (idx j = ju0; j < ju1; ++j) {
+                T z, n;
+                const T h = Cell::fwd_update(gxz[j], biz[j], ghz[j], bhz[j], gxn[j], bin[j],
+                                             gqn[j], bhn[j], hp[j], &z, &n);
+                hw[j] = h;
+                yr[j] = h;
+              }
+            }
+          } else {  // past this row's length: state carried, output zero
+            for (idx j = ju0; j < ju1; ++j) {
+              hw[j] = hp[j];
+              yr[j] = T(0);
+            }
+          }
+        }
+      }
+      sched.finish();
+    };
+    idx u;
+    for (int k = 0; k < nth; ++k)
+      while (sched.claim((tid + k) % nth, 2 * s, &u)) run_reset(u);
+    sched.wait_step(2 * s);
+    for (int k = 0; k < nth; ++k)
+      while (sched.claim((tid + k) % nth, 2 * s + 1, &u)) run_update(u);
+    sched.wait_step(2 * s + 1);
+  }
+
+  const T* hfin = train ? P.hs + (rev ? 0 : T_) * B * H : hbuf + (T_ & 1) * B * H;
+  for (idx b = 0; b < B; ++b)
+    for (idx j = j0; j < j1; ++j) hn[b * H + j] = hfin[b * H + j];
+}
+
+// GruResetBeforeCell: backward over one (layer, direction). Per step, three phases on this
+// thread's units with a barrier after the first two:
+//   A: dL/dh_t -> da_z, da_n (and dh z, the part of dL/dh_{t-1} through z h_{t-1})
+//   B: dq = da_n W_hn (all units' da_n) -> da_r = dq h_{t-1} r (1 - r); add dq r to dL/dh_{t-1}
+//   C: dL/dh_{t-1} += [da_r, da_z] W_h{r,z} (all units' da_r, da_z)
+// After the loop: biases (both are column sums of dG: b_hn enters a_n unscaled), dW_ih = dG^T X,
+// dW_h{r,z} = dG_{r,z}^T H_prev, dW_hn = dG_n^T Q with Q = r * h_{t-1} from stored slot 3, and dX.
+// Arguments as backward_direction's (dgh == dgx for this cell; no cell state).
+template <class T>
+void backward_direction_rb(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, const T* xin,
+                           const T* dyl, const T* dhn, T* dh0, const int64_t* len, T* dp,
+                           T* dxin, bool dx_accumulate, T* dgx, T* dhbuf, T* packbuf,
+                           const Team& team) {
+  using Cell = GruResetBeforeCell<T>;
+  const int tid = team.tid, nth = team.nth;
+  const Kern<T> kern = kern_for<T>();
+  const int mr = kern.mr, nr = g.nr;
+  const idx T_ = g.T, B = g.B, H = g.H, GH = g.GH, DH = g.DH, S = g.S, in = g.in_size(l);
+  const idx TB = T_ * B;
+  const bool rev = d == 1;
+
+  idx u0, u1;
+  split(g.unit_blocks(), tid, nth, &u0, &u1);
+  const idx j0 = std::min(H, u0 * nr), j1 = std::min(H, u1 * nr);
+
+  T* dh_cur = dhbuf;
+  T* dh_nxt = dhbuf + B * H;
+  for (idx b = 0; b < B; ++b)
+    for (idx j = j0; j < j1; ++j) dh_cur[b * H + j] = dhn ? dhn[b * H + j] : T(0);
+
+  alignas(64) T tile[8 * 64];
+  for (idx s = T_ - 1; s >= 0; --s) {
+    const idx t = rev ? T_ - 1 - s : s;
+    const T* hprev = P.hs + (rev ? t + 1 : t) * B * H;
+    const T* st = P.st + t * B * S * H;
+    T* dgxt = dgx + t * B * GH;
+
+    // Phase A (own units)
+    for (idx b = 0; b < B; ++b) {
+      const idx hb = b * H;
+      T* dga = dgxt + b * GH;
+      if (row_active(len, b, t)) {
+        const T* dyt = dyl ? dyl + (t * B + b) * DH + d * H : nullptr;
+        const T* zb = st + b * S * H + H;
+        const T* nb = zb + H;
+        const T* hp = hprev + hb;
+        T* dc = dh_cur + hb;
+        if (dyt) {
+#pragma GCC ivdep
+          for (idx j = j0; j < j1; ++j)
+            dc[j] = Cell::bwd_update(dc[j] + dyt[j], hp[j], zb[j], nb[j], dga + H + j,
+                                     dga + 2 * H + j);
+        } else {
+#pragma GCC ivdep
+          for (idx j = j0; j < j1; ++j)
+            dc[j] = Cell::bwd_update(dc[j], hp[j], zb[j], nb[j], dga + H + j, dga + 2 * H + j);
+        }
+      } else {  // past this row's length: dL/dh passes through, no gate gradients
+        for (int gg = 0; gg < 3; ++gg)
+          for (idx j = j0; j < j1; ++j) dga[gg * H + j] = T(0);
+      }
+    }
+    team.sync();
+    // Phase B (own units): dq = da_n W_hn, rows 2H..3H of the packed W_hh panels
+    for (idx u = u0; u < u1; ++u) {
+      const idx ju0 = u * nr, ju1 = std::min(H, ju0 + nr);
+      for (idx i0 = 0; i0 < B; i0 += mr) {
+        const int m = (int)std::min<idx>(mr, B - i0);
+        tile_gemm<T>((int)H, dgxt + i0 * GH + 2 * H, GH, 1, P.pk_whh + u * GH * nr + 2 * H * nr,
+                     tile, nr, m, nr, 0);
+        for (int ii = 0; ii < m; ++ii) {
+          const idx b = i0 + ii, hb = b * H;
+          if (!row_active(len, b, t)) continue;  // da_r stays 0, dL/dh passes through
+          const T* dq = tile + ii * nr - ju0;
+          const T* rb = st + b * S * H;
+          const T* hp = hprev + hb;
+          T* dar = dgxt + b * GH;
+          T* dc = dh_cur + hb;
+#pragma GCC ivdep
+          for (idx j = ju0; j < ju1; ++j) dc[j] += Cell::bwd_reset(dq[j], hp[j], rb[j], dar + j);
+        }
+      }
+    }
+    team.sync();
+    // Phase C (own units): dL/dh_{t-1} = [da_r, da_z] W_h{r,z} + the parts above
+    for (idx u = u0; u < u1; ++u) {
+      const idx ju0 = u * nr, ju1 = std::min(H, ju0 + nr);
+      for (idx i0 = 0; i0 < B; i0 += mr) {
+        const int m = (int)std::min<idx>(mr, B - i0);
+        tile_gemm<T>((int)(2 * H), dgxt + i0 * GH, GH, 1, P.pk_whh + u * GH * nr, tile, nr, m,
+                     nr, 0);
+        for (int ii = 0; ii < m; ++ii) {
+          const idx b = i0 + ii, hb = b * H;
+          const bool active = row_active(len, b, t);
+          for (idx j = ju0; j < ju1; ++j)
+            dh_nxt[hb + j] = active ? tile[ii * nr + (j - ju0)] + dh_cur[hb + j] : dh_cur[hb + j];
+        }
+      }
+    }
+    std::swap(dh_cur, dh_nxt);
+  }
+  for (idx b = 0; b < B; ++b)
+    for (idx j = j0; j < j1; ++j) dh0[b * H + j] = dh_cur[b * H + j];
+  team.sync();
+
+  T* dwih = dp + g.param_off(l, d);
+  T* dwhh = dwih + GH * in;
+  if (g.bias) {  // db_ih and db_hh are both the column sums of dG, each in row order
+    T* dbih = dwhh + GH * H;
+    T* dbhh = dbih + GH;
+    idx c0_, c1_;
+    split(GH, tid, nth, &c0_, &c1_);
+    constexpr idx kCols = 256;
+    T sx[kCols];
+    for (idx cb = c0_; cb < c1_; cb += kCols) {
+      const idx nc = std::min(kCols, c1_ - cb);
+      std::fill(sx, sx + nc, T(0));
+      for (idx r = 0; r < TB; ++r) {
+        const T* rx = dgx + r * GH + cb;
+#pragma GCC ivdep
+        for (idx c = 0; c < nc; ++c) sx[c] += rx[c];
+      }
+      for (idx c = 0; c < nc; ++c) {
+        dbih[cb + c] += sx[c];
+        dbhh[cb + c] += sx[c];
+      }
+    }
+  }
+  // dW_ih += dG^T X
+  pack_b_rowmajor_mt<T>(tid, nth, TB, in, xin, in, nr, packbuf);
+  team.sync();
+  gemm_mt<T>(kern, tid, nth, GH, in, TB, dgx, 1, GH, packbuf, dwih, in, true);
+  team.sync();
+  // dW_h{r,z} += dG_{r,z}^T H_prev  (rows 0..2H of dW_hh)
+  pack_b_rowmajor_mt<T>(tid, nth, TB, H, P.hs + (rev ? B * H : 0), H, nr, packbuf);
+  team.sync();
+  gemm_mt<T>(kern, tid, nth, 2 * H, H, TB, dgx, 1, GH, packbuf, dwhh, H, true);
+  team.sync();
+  // dW_hn += dG_n^T Q, Q = the (T*B, H) values r * h_{t-1} in stored slot 3 (row stride S*H)
+  pack_b_rowmajor_mt<T>(tid, nth, TB, H, P.st + 3 * H, S * H, nr, packbuf);
+  team.sync();
+  gemm_mt<T>(kern, tid, nth, H, H, TB, dgx + 2 * H, 1, GH, packbuf, dwhh + 2 * H * H, H, true);
+  // dX (+)= dG W_ih
+  gemm_mt<T>(kern, tid, nth, TB, in, GH, dgx, GH, 1, P.pk_wih, dxin, in, dx_accumulate);
+}
+
 template <class T>
 void scale_by_mask(idx n, T* v, const T* mask, int nt) {
 #pragma omp parallel for num_threads(nt) schedule(static)
@@ -497,12 +781,14 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
 
   // Every element of these is written before it is read (zeros: just below).
   const ScratchPlan<T> scratch({TB * g.GH, 2 * BH, g.lstm ? 2 * BH : 0,
-                                !train && g.L > 1 ? 2 * TB * g.DH : 0, g.bias ? 0 : g.GH});
+                                !train && g.L > 1 ? 2 * TB * g.DH : 0, g.bias ? 0 : g.GH,
+                                kResetBefore<Cell> && !train ? BH : 0});
   T* const gx = scratch[0];
   T* const hbuf = scratch[1];
   T* const cbuf = scratch[2];
   T* const inter = scratch[3];
   T* const zeros = scratch[4];  // the biases of a model without bias
+  T* const qbuf = scratch[5];   // r * h_{t-1} of the reset-before GRU, inference
   if (!g.bias) std::fill(zeros, zeros + g.GH, T(0));
   static thread_local StepScheduler sched_storage;  // of the calling thread, reused across calls
   StepScheduler* const sched = &sched_storage;
@@ -530,8 +816,12 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
           bar.reset(thread_count());
           sched->reset(thread_count(), g.unit_blocks());
         }
-        forward_direction<T, Cell>(g, l, d, P, xin, yout, h0, c0, hn, cn, a.lengths, gx,
-                                   hbuf, cbuf, Team{thread_id(), thread_count(), &bar, sched});
+        const Team team{thread_id(), thread_count(), &bar, sched};
+        if constexpr (kResetBefore<Cell>)
+          forward_direction_rb<T>(g, l, d, P, xin, yout, h0, hn, a.lengths, gx, hbuf, qbuf, team);
+        else
+          forward_direction<T, Cell>(g, l, d, P, xin, yout, h0, c0, hn, cn, a.lengths, gx,
+                                     hbuf, cbuf, team);
       }
     }
     if (l < g.L - 1 && mask) scale_by_mask<T>(TB * g.DH, yout, mask + l * TB * g.DH, nt);
@@ -581,9 +871,13 @@ void backward_t(const Desc& desc, const ForwardArgs& f, const BackwardArgs& bw) 
         // from the team actually running.
 #pragma omp single
         bar.reset(thread_count());
-        backward_direction<T, Cell>(g, l, d, P, xin, dyl, dhn, dcn, dh0, dc0, f.lengths, dp,
-                                    dxin, d > 0, dgx, dgh, dhbuf, dcbuf, packbuf,
-                                    Team{thread_id(), thread_count(), &bar, nullptr});
+        const Team team{thread_id(), thread_count(), &bar, nullptr};
+        if constexpr (kResetBefore<Cell>)
+          backward_direction_rb<T>(g, l, d, P, xin, dyl, dhn, dh0, f.lengths, dp, dxin, d > 0,
+                                   dgx, dhbuf, packbuf, team);
+        else
+          backward_direction<T, Cell>(g, l, d, P, xin, dyl, dhn, dcn, dh0, dc0, f.lengths, dp,
+                                      dxin, d > 0, dgx, dgh, dhbuf, dcbuf, packbuf, team);
       }
     }
     if (l > 0 && mask) scale_by_mask<T>(TB * g.DH, dxin, mask + (l - 1) * TB * g.DH, nt);
@@ -653,6 +947,7 @@ void forward_dispatch(const Desc& d, const ForwardArgs& a) {
     case kRnnRelu: return forward_t<T, RnnCell<T, true>>(d, a);
     case kLstm: return forward_t<T, LstmCell<T>>(d, a);
     case kGru: return forward_t<T, GruCell<T>>(d, a);
+    case kGruResetBefore: return forward_t<T, GruResetBeforeCell<T>>(d, a);
   }
 }
 
@@ -665,6 +960,7 @@ void backward_dispatch(const Desc& d, const ForwardArgs& f, const BackwardArgs& 
     case kRnnRelu: return backward_t<T, RnnCell<T, true>>(d, f, b);
     case kLstm: return backward_t<T, LstmCell<T>>(d, f, b);
     case kGru: return backward_t<T, GruCell<T>>(d, f, b);
+    case kGruResetBefore: return backward_t<T, GruResetBeforeCell<T>>(d, f, b);
   }
 }
 
