@@ -17,9 +17,17 @@
 #include <cstdint>
 #include <cstring>
 
+// The activations must be inlined into the gate loops (a call would keep them scalar); GCC's
+// inliner gave up on tanh_f32 once the forward loop grew, so force it.
+#if defined(__GNUC__)
+#define RF_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define RF_ALWAYS_INLINE inline
+#endif
+
 namespace rnnfast {
 
-inline float exp_f32(float x) {
+RF_ALWAYS_INLINE float exp_f32(float x) {
   // Clamps written so that NaN passes through (a comparison with NaN is false).
   x = x > 88.3f ? 88.3f : x;
   x = x < -87.3f ? -87.3f : x;
@@ -42,9 +50,9 @@ inline float exp_f32(float x) {
   return p * scale;
 }
 
-inline float sigmoid_f32(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
+RF_ALWAYS_INLINE float sigmoid_f32(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
 
-inline float tanh_f32(float x) {
+RF_ALWAYS_INLINE float tanh_f32(float x) {
   const float ax = x < 0.0f ? -x : x;
   const float x2 = x * x;
   float p = 62.0f / 2835.0f;
@@ -58,12 +66,12 @@ inline float tanh_f32(float x) {
 
 template <class T> struct Act;
 template <> struct Act<float> {
-  static inline float sigmoid(float x) { return sigmoid_f32(x); }
-  static inline float tanh(float x) { return tanh_f32(x); }
+  static RF_ALWAYS_INLINE float sigmoid(float x) { return sigmoid_f32(x); }
+  static RF_ALWAYS_INLINE float tanh(float x) { return tanh_f32(x); }
 };
 template <> struct Act<double> {
-  static inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
-  static inline double tanh(double x) { return std::tanh(x); }
+  static RF_ALWAYS_INLINE double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+  static RF_ALWAYS_INLINE double tanh(double x) { return std::tanh(x); }
 };
 
 }  // namespace rnnfast

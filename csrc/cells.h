@@ -23,20 +23,103 @@ namespace rnnfast {
 
 using std::ptrdiff_t;
 
+// Staged gate math of a block of rows x W units (W: the kernel's panel width, a compile-time
+// constant). The per-unit fwd() above is one long dependency chain per unit (exp, divide, ...,
+// then tanh(c)); the out-of-order window holds too few of them to hide their latency, so the
+// gate math ran at ~36 cycles per unit. fwd_rows() runs the same scalar operations stage by stage
+// over arrays of rows*W values (gather the pre-activations, each activation as its own short
+// loop, then the state update), whose iterations are independent: ~17 cycles per unit, with
+// results identical to fwd() (same operations, same order, per element).
+//   rows of the block: gx + r*gxs (+ g*gs + k), gh (the GEMM tile) + r*ghs (+ g*ts + k),
+//   hp/cp/hn/cn + r*hs, y + r*ys, st + r*sts (+ g*gs + k); all offset to the block's first unit.
+//   Only units k < w are read or written; only rows with active[r] are written.
+//   pre: scratch of (G + 2) * rows * W values.
+template <class T>
+struct StageIO {
+  ptrdiff_t rows, w;
+  const T *gx, *bx, *bh, *gh;
+  ptrdiff_t gxs, gs, ghs, ts;
+  const T *hp, *cp;
+  T *hn, *cn;
+  ptrdiff_t hs;
+  T* y;
+  ptrdiff_t ys;
+  T* st;
+  ptrdiff_t sts;
+  const unsigned char* active;
+  T* pre;
+};
+
+// pre[g][r*W + k] = (gx + bx) + (gh + bh) of gate g (the same sum fwd() forms); 0 past w.
+template <class T, int W>
+RF_ALWAYS_INLINE void stage_gather(const StageIO<T>& a, int g, T* out) {
+  const T* bx = a.bx + g * a.gs;
+  const T* bh = a.bh + g * a.gs;
+  for (ptrdiff_t r = 0; r < a.rows; ++r) {
+    const T* gx = a.gx + r * a.gxs + g * a.gs;
+    const T* gh = a.gh + r * a.ghs + g * a.ts;
+    T* o = out + r * W;
+    if (a.w == W) {
+#pragma GCC ivdep
+      for (int k = 0; k < W; ++k) o[k] = (gx[k] + bx[k]) + (gh[k] + bh[k]);
+    } else {
+      for (ptrdiff_t k = 0; k < a.w; ++k) o[k] = (gx[k] + bx[k]) + (gh[k] + bh[k]);
+      for (ptrdiff_t k = a.w; k < W; ++k) o[k] = T(0);
+    }
+  }
+}
+
+template <class T>
+RF_ALWAYS_INLINE void stage_sigmoid(ptrdiff_t n, T* v) {
+#pragma GCC ivdep
+  for (ptrdiff_t e = 0; e < n; ++e) v[e] = Act<T>::sigmoid(v[e]);
+}
+template <class T>
+RF_ALWAYS_INLINE void stage_tanh(ptrdiff_t n, const T* in, T* out) {
+#pragma GCC ivdep
+  for (ptrdiff_t e = 0; e < n; ++e) out[e] = Act<T>::tanh(in[e]);
+}
+
 // Elman RNN, h_t = act(gx + b_ih + gh + b_hh). Stores nothing: act' is recovered from h_t.
 template <class T, bool Relu>
 struct RnnCell {
   static constexpr int G = 1, S = 0;
   static constexpr bool kHasC = false, kSplitGh = false;
   template <bool Store>
-  static inline void fwd(const T* gx, const T* bx, const T* gh, ptrdiff_t, const T* bh, ptrdiff_t,
+  static RF_ALWAYS_INLINE void fwd(const T* gx, const T* bx, const T* gh, ptrdiff_t, const T* bh, ptrdiff_t,
                          T, T, T* h, T*, T*) {
     const T a = (gx[0] + bx[0]) + (gh[0] + bh[0]);
     // relu keeps NaN (a comparison with NaN is false, so a != a selects a)
     *h = Relu ? (a > T(0) ? a : (a != a ? a : T(0))) : Act<T>::tanh(a);
   }
+  template <bool Store, int W>
+  static RF_ALWAYS_INLINE void fwd_rows(const StageIO<T>& a) {
+    T* p = a.pre;
+    const ptrdiff_t n = a.rows * W;
+    stage_gather<T, W>(a, 0, p);
+    if constexpr (Relu) {
+#pragma GCC ivdep
+      for (ptrdiff_t e = 0; e < n; ++e) {
+        const T v = p[e];
+        p[e] = v > T(0) ? v : (v != v ? v : T(0));
+      }
+    } else {
+      stage_tanh(n, p, p);
+    }
+    for (ptrdiff_t r = 0; r < a.rows; ++r) {
+      if (!a.active[r]) continue;
+      const T* pr = p + r * W;
+      T* hn = a.hn + r * a.hs;
+      T* y = a.y + r * a.ys;
+#pragma GCC ivdep
+      for (ptrdiff_t k = 0; k < a.w; ++k) {
+        hn[k] = pr[k];
+        y[k] = pr[k];
+      }
+    }
+  }
   // h_t = act(a): da = dh * act'(a), with act'(a) = 1 - h_t^2 (tanh) or [h_t > 0] (relu).
-  static inline void bwd(T dh, T, const T*, ptrdiff_t, T hnew, T, T, T*, T* dgx, T*,
+  static RF_ALWAYS_INLINE void bwd(T dh, T, const T*, ptrdiff_t, T hnew, T, T, T*, T* dgx, T*,
                          T* dh_direct) {
     dgx[0] = Relu ? (hnew > T(0) ? dh : T(0)) : dh * (T(1) - hnew * hnew);
     *dh_direct = T(0);
@@ -49,7 +132,7 @@ struct LstmCell {
   static constexpr int G = 4, S = 4;
   static constexpr bool kHasC = true, kSplitGh = false;
   template <bool Store>
-  static inline void fwd(const T* gx, const T* bx, const T* gh, ptrdiff_t ts, const T* bh,
+  static RF_ALWAYS_INLINE void fwd(const T* gx, const T* bx, const T* gh, ptrdiff_t ts, const T* bh,
                          ptrdiff_t gs, T, T cprev, T* h, T* c, T* st) {
     const T i = Act<T>::sigmoid((gx[0] + bx[0]) + (gh[0] + bh[0]));
     const T f = Act<T>::sigmoid((gx[gs] + bx[gs]) + (gh[ts] + bh[gs]));
@@ -65,8 +148,59 @@ struct LstmCell {
       st[3 * gs] = o;
     }
   }
+  template <bool Store, int W>
+  static RF_ALWAYS_INLINE void fwd_rows(const StageIO<T>& a) {
+    const ptrdiff_t n = a.rows * W;
+    T* const pi = a.pre;
+    T* const pf = pi + n;
+    T* const pg = pf + n;
+    T* const po = pg + n;
+    T* const pc = po + n;
+    T* const ptc = pc + n;
+    for (int g = 0; g < 4; ++g) stage_gather<T, W>(a, g, pi + g * n);
+    stage_sigmoid(n, pi);
+    stage_sigmoid(n, pf);
+    stage_tanh(n, pg, pg);
+    stage_sigmoid(n, po);
+    for (ptrdiff_t r = 0; r < a.rows; ++r) {
+      const T* cp = a.cp + r * a.hs;
+      const ptrdiff_t e0 = r * W;
+#pragma GCC ivdep
+      for (ptrdiff_t k = 0; k < a.w; ++k)
+        // Written i*g + f*c (fwd() reads f*c + i*g): in float32 this order makes GCC contract
+        // the same product into the FMA as it does in fwd(), so both give the same bits
+        // (checked by tests/test_lstm_variants.py, whose variants run per unit).
+        pc[e0 + k] = pi[e0 + k] * pg[e0 + k] + pf[e0 + k] * cp[k];
+      for (ptrdiff_t k = a.w; k < W; ++k) pc[e0 + k] = T(0);
+    }
+    stage_tanh(n, pc, ptc);
+    for (ptrdiff_t r = 0; r < a.rows; ++r) {
+      if (!a.active[r]) continue;
+      const ptrdiff_t e0 = r * W;
+      T* hn = a.hn + r * a.hs;
+      T* cn = a.cn + r * a.hs;
+      T* y = a.y + r * a.ys;
+#pragma GCC ivdep
+      for (ptrdiff_t k = 0; k < a.w; ++k) {
+        const T h = po[e0 + k] * ptc[e0 + k];
+        cn[k] = pc[e0 + k];
+        hn[k] = h;
+        y[k] = h;
+      }
+      if constexpr (Store) {
+        T* st = a.st + r * a.sts;
+#pragma GCC ivdep
+        for (ptrdiff_t k = 0; k < a.w; ++k) {
+          st[k] = pi[e0 + k];
+          st[a.gs + k] = pf[e0 + k];
+          st[2 * a.gs + k] = pg[e0 + k];
+          st[3 * a.gs + k] = po[e0 + k];
+        }
+      }
+    }
+  }
   // c_t = f c_{t-1} + i g;  h_t = o tanh(c_t).  *dc carries dL/dc_t in and dL/dc_{t-1} out.
-  static inline void bwd(T dh, T, const T* st, ptrdiff_t gs, T, T cprev, T cnew, T* dc, T* dgx,
+  static RF_ALWAYS_INLINE void bwd(T dh, T, const T* st, ptrdiff_t gs, T, T cprev, T cnew, T* dc, T* dgx,
                          T*, T* dh_direct) {
     const T i = st[0], f = st[gs], g = st[2 * gs], o = st[3 * gs];
     const T tc = Act<T>::tanh(cnew);
@@ -94,11 +228,11 @@ struct LstmExtCell {
   static constexpr int G = 4, S = Clip ? 8 : 4;
   static constexpr bool kHasC = true, kSplitGh = false;
   // clamp(a, -c, c), NaN kept (both comparisons are false for NaN), and its derivative
-  static inline T clamp(T a, T c) { return a < -c ? -c : (a > c ? c : a); }
-  static inline T pass(T a, T c) { return (a >= -c && a <= c) ? T(1) : T(0); }
+  static RF_ALWAYS_INLINE T clamp(T a, T c) { return a < -c ? -c : (a > c ? c : a); }
+  static RF_ALWAYS_INLINE T pass(T a, T c) { return (a >= -c && a <= c) ? T(1) : T(0); }
 
   template <bool Store>
-  static inline void fwd(const T* gx, const T* bx, const T* gh, ptrdiff_t ts, const T* bh,
+  static RF_ALWAYS_INLINE void fwd(const T* gx, const T* bx, const T* gh, ptrdiff_t ts, const T* bh,
                          ptrdiff_t gs, T, T cprev, T* h, T* c, T* st, const T* pw, T clip) {
     T ai = (gx[0] + bx[0]) + (gh[0] + bh[0]);
     T af = (gx[gs] + bx[gs]) + (gh[ts] + bh[gs]);
@@ -142,7 +276,7 @@ struct LstmExtCell {
   // Forward, inverted step by step. *dc carries dL/dc_t in and dL/dc_{t-1} out; dgx receives the
   // gradients of the unclamped pre-activations without the peephole terms (a_i, a_f, a_g, a_o),
   // which are also what the peephole weights' gradients need (dp_i = sum da_i c_{t-1}, ...).
-  static inline void bwd(T dh, T, const T* st, ptrdiff_t gs, T, T cprev, T cnew, T* dc, T* dgx,
+  static RF_ALWAYS_INLINE void bwd(T dh, T, const T* st, ptrdiff_t gs, T, T cprev, T cnew, T* dc, T* dgx,
                          T*, T* dh_direct, const T* pw) {
     const T i = st[0], f = st[gs], g = st[2 * gs], o = st[3 * gs];
     const T tc = Act<T>::tanh(cnew);
@@ -172,6 +306,17 @@ struct LstmExtCell {
   }
 };
 
+// Whether the forward time loop runs a cell's gate math staged (fwd_rows) rather than per unit:
+// float32 only (the product precision). The staged and per-unit loops give the same bits only
+// where the compiler contracts the same products into FMAs, which the operand order in fwd_rows
+// arranges for float32; float64 (for checking) stays per unit.
+template <class Cell>
+inline constexpr bool kCellStaged = false;
+template <bool Relu>
+inline constexpr bool kCellStaged<RnnCell<float, Relu>> = true;
+template <>
+inline constexpr bool kCellStaged<LstmCell<float>> = true;
+
 // Whether a cell's fwd/bwd take the per-(layer, direction) extras (peephole pointer, clip).
 template <class Cell>
 inline constexpr bool kCellTakesExtras = false;
@@ -185,7 +330,7 @@ struct GruCell {
   static constexpr int G = 3, S = 4;
   static constexpr bool kHasC = false, kSplitGh = true;
   template <bool Store>
-  static inline void fwd(const T* gx, const T* bx, const T* gh, ptrdiff_t ts, const T* bh,
+  static RF_ALWAYS_INLINE void fwd(const T* gx, const T* bx, const T* gh, ptrdiff_t ts, const T* bh,
                          ptrdiff_t gs, T hprev, T, T* h, T*, T* st) {
     const T r = Act<T>::sigmoid((gx[0] + bx[0]) + (gh[0] + bh[0]));
     const T z = Act<T>::sigmoid((gx[gs] + bx[gs]) + (gh[ts] + bh[gs]));
@@ -199,7 +344,59 @@ struct GruCell {
       st[3 * gs] = hn;
     }
   }
-  static inline void bwd(T dh, T hprev, const T* st, ptrdiff_t gs, T, T, T, T*, T* dgx, T* dgh,
+  template <bool Store, int W>
+  static RF_ALWAYS_INLINE void fwd_rows(const StageIO<T>& a) {
+    const ptrdiff_t n = a.rows * W;
+    T* const pr = a.pre;
+    T* const pz = pr + n;
+    T* const pn = pz + n;
+    T* const phn = pn + n;
+    stage_gather<T, W>(a, 0, pr);
+    stage_gather<T, W>(a, 1, pz);
+    for (ptrdiff_t r = 0; r < a.rows; ++r) {  // pn = gx_n + b_in, phn = gh_n + b_hn
+      const T* gx = a.gx + r * a.gxs + 2 * a.gs;
+      const T* gh = a.gh + r * a.ghs + 2 * a.ts;
+      const T* bx = a.bx + 2 * a.gs;
+      const T* bh = a.bh + 2 * a.gs;
+      const ptrdiff_t e0 = r * W;
+#pragma GCC ivdep
+      for (ptrdiff_t k = 0; k < a.w; ++k) {
+        pn[e0 + k] = gx[k] + bx[k];
+        phn[e0 + k] = gh[k] + bh[k];
+      }
+      for (ptrdiff_t k = a.w; k < W; ++k) pn[e0 + k] = phn[e0 + k] = T(0);
+    }
+    stage_sigmoid(n, pr);
+    stage_sigmoid(n, pz);
+#pragma GCC ivdep
+    for (ptrdiff_t e = 0; e < n; ++e) pn[e] = pn[e] + pr[e] * phn[e];
+    stage_tanh(n, pn, pn);
+    for (ptrdiff_t r = 0; r < a.rows; ++r) {
+      if (!a.active[r]) continue;
+      const ptrdiff_t e0 = r * W;
+      const T* hp = a.hp + r * a.hs;
+      T* hn = a.hn + r * a.hs;
+      T* y = a.y + r * a.ys;
+#pragma GCC ivdep
+      for (ptrdiff_t k = 0; k < a.w; ++k) {
+        const T z = pz[e0 + k];
+        const T h = (T(1) - z) * pn[e0 + k] + z * hp[k];
+        hn[k] = h;
+        y[k] = h;
+      }
+      if constexpr (Store) {
+        T* st = a.st + r * a.sts;
+#pragma GCC ivdep
+        for (ptrdiff_t k = 0; k < a.w; ++k) {
+          st[k] = pr[e0 + k];
+          st[a.gs + k] = pz[e0 + k];
+          st[2 * a.gs + k] = pn[e0 + k];
+          st[3 * a.gs + k] = phn[e0 + k];
+        }
+      }
+    }
+  }
+  static RF_ALWAYS_INLINE void bwd(T dh, T hprev, const T* st, ptrdiff_t gs, T, T, T, T*, T* dgx, T* dgh,
                          T* dh_direct) {
     const T r = st[0], z = st[gs], n = st[2 * gs], hn = st[3 * gs];
     const T dn = dh * (T(1) - z);             // h_t = (1 - z) n + z h_{t-1}
@@ -217,6 +414,9 @@ struct GruCell {
   }
 };
 
+template <>
+inline constexpr bool kCellStaged<GruCell<float>> = true;
+
 // GRU with the reset gate applied BEFORE the recurrent product of the candidate (ONNX
 // linear_before_reset=0, its default; Keras reset_after=False):
 //   r = sigmoid(gx_r + b_ir + W_hr h + b_hr),  z = sigmoid(gx_z + b_iz + W_hz h + b_hz)
@@ -232,13 +432,13 @@ struct GruResetBeforeCell {
   static constexpr int G = 3, S = 4;
   static constexpr bool kHasC = false, kSplitGh = false;
   // Phase 1 of one unit: gh_r = (W_hr h_{t-1})_j.  *q = r * h_{t-1}.
-  static inline T fwd_reset(T gx_r, T bx_r, T gh_r, T bh_r, T hprev, T* q) {
+  static RF_ALWAYS_INLINE T fwd_reset(T gx_r, T bx_r, T gh_r, T bh_r, T hprev, T* q) {
     const T r = Act<T>::sigmoid((gx_r + bx_r) + (gh_r + bh_r));
     *q = r * hprev;
     return r;
   }
   // Phase 2 of one unit: gh_z = (W_hz h_{t-1})_j, gq_n = (W_hn q)_j. Returns h_t.
-  static inline T fwd_update(T gx_z, T bx_z, T gh_z, T bh_z, T gx_n, T bx_n, T gq_n, T bh_n,
+  static RF_ALWAYS_INLINE T fwd_update(T gx_z, T bx_z, T gh_z, T bh_z, T gx_n, T bx_n, T gq_n, T bh_n,
                              T hprev, T* z_out, T* n_out) {
     const T z = Act<T>::sigmoid((gx_z + bx_z) + (gh_z + bh_z));
     const T n = Act<T>::tanh((gx_n + bx_n) + (gq_n + bh_n));
@@ -248,14 +448,14 @@ struct GruResetBeforeCell {
   }
   // Backward, first part (needs only this unit): h_t = (1 - z) n + z h_{t-1}, n = tanh(a_n),
   // z = sigmoid(a_z). Returns the part of dL/dh_{t-1} that goes straight through z * h_{t-1}.
-  static inline T bwd_update(T dh, T hprev, T z, T n, T* da_z, T* da_n) {
+  static RF_ALWAYS_INLINE T bwd_update(T dh, T hprev, T z, T n, T* da_z, T* da_n) {
     *da_n = dh * (T(1) - z) * (T(1) - n * n);
     *da_z = dh * (hprev - n) * z * (T(1) - z);
     return dh * z;
   }
   // Backward, second part, once dq = da_n W_hn is known (all units' da_n): q = r * h_{t-1}.
   // Returns the part of dL/dh_{t-1} through q.
-  static inline T bwd_reset(T dq, T hprev, T r, T* da_r) {
+  static RF_ALWAYS_INLINE T bwd_reset(T dq, T hprev, T r, T* da_r) {
     *da_r = dq * hprev * r * (T(1) - r);
     return dq * r;
   }
