@@ -57,8 +57,8 @@ void check_desc(const Desc& d) {
   need((d.peephole == 0 || d.peephole == 1) && (d.input_forget == 0 || d.input_forget == 1),
        "peephole and input_forget must be 0 or 1");
   need(d.clip >= 0.0, "clip must be 0 (off), positive or +inf (off), got " + std::to_string(d.clip));
-  need(d.cell == kLstm || (d.peephole == 0 && d.input_forget == 0 && d.clip == 0.0),
-       "peephole, input_forget and clip are LSTM options");
+  need(d.cell == kLstm || (d.peephole == 0 && d.input_forget == 0),
+       "peephole and input_forget are LSTM options");
 }
 
 int threads_for_call(const Desc& d) {

@@ -467,4 +467,129 @@ inline constexpr bool kResetBefore = false;
 template <class T>
 inline constexpr bool kResetBefore<GruResetBeforeCell<T>> = true;
 
+// ---------------------------------------------------------------------------------------------
+// ONNX `clip` on the other cells: every gate's pre-activation clamped to [-clip, clip] just before
+// its activation (what onnxruntime computes for RNN, tanh and relu, and for both GRU forms, where
+// the clamped candidate pre-activation is the full one, r-term included). Each stores, after what
+// its plain cell stores, the clamp derivatives (1: input let through, 0: clamp active) that
+// backward multiplies in, rather than guessing them from activation values. They take the extras
+// (kCellTakesExtras: pw, unused, and clip), like LstmExtCell.
+template <class T>
+inline T clip_clamp(T a, T c) { return a < -c ? -c : (a > c ? c : a); }  // NaN kept
+template <class T>
+inline T clip_pass(T a, T c) { return (a >= -c && a <= c) ? T(1) : T(0); }
+
+// Elman RNN with clip: h_t = act(clamp(a)). Stores the clamp derivative (S = 1); act' is still
+// recovered from h_t (1 - h_t^2, or [h_t > 0]: clamp(a) > 0 iff a > 0 since clip > 0).
+template <class T, bool Relu>
+struct RnnClipCell {
+  static constexpr int G = 1, S = 1;
+  static constexpr bool kHasC = false, kSplitGh = false;
+  template <bool Store>
+  static inline void fwd(const T* gx, const T* bx, const T* gh, ptrdiff_t, const T* bh, ptrdiff_t,
+                         T, T, T* h, T*, T* st, const T*, T clip) {
+    T a = (gx[0] + bx[0]) + (gh[0] + bh[0]);
+    if constexpr (Store) st[0] = clip_pass(a, clip);
+    a = clip_clamp(a, clip);
+    *h = Relu ? (a > T(0) ? a : (a != a ? a : T(0))) : Act<T>::tanh(a);
+  }
+  static inline void bwd(T dh, T, const T* st, ptrdiff_t, T hnew, T, T, T*, T* dgx, T*,
+                         T* dh_direct, const T*) {
+    const T da = Relu ? (hnew > T(0) ? dh : T(0)) : dh * (T(1) - hnew * hnew);
+    dgx[0] = da * st[0];
+    *dh_direct = T(0);
+  }
+};
+
+// GruCell (linear_before_reset=1) with clip: r = σ(clamp(a_r)), z = σ(clamp(a_z)),
+// n = tanh(clamp(gx_n + b_in + r * hn)). Stores r, z, n, hn and the derivatives of the three
+// clamps (slots 4, 5, 6: S = 7).
+template <class T>
+struct GruClipCell {
+  static constexpr int G = 3, S = 7;
+  static constexpr bool kHasC = false, kSplitGh = true;
+  template <bool Store>
+  static inline void fwd(const T* gx, const T* bx, const T* gh, ptrdiff_t ts, const T* bh,
+                         ptrdiff_t gs, T hprev, T, T* h, T*, T* st, const T*, T clip) {
+    const T ar = (gx[0] + bx[0]) + (gh[0] + bh[0]);
+    const T az = (gx[gs] + bx[gs]) + (gh[ts] + bh[gs]);
+    const T r = Act<T>::sigmoid(clip_clamp(ar, clip));
+    const T z = Act<T>::sigmoid(clip_clamp(az, clip));
+    const T hn = gh[2 * ts] + bh[2 * gs];
+    const T an = (gx[2 * gs] + bx[2 * gs]) + r * hn;
+    const T n = Act<T>::tanh(clip_clamp(an, clip));
+    *h = (T(1) - z) * n + z * hprev;
+    if constexpr (Store) {
+      st[0] = r;
+      st[gs] = z;
+      st[2 * gs] = n;
+      st[3 * gs] = hn;
+      st[4 * gs] = clip_pass(ar, clip);
+      st[5 * gs] = clip_pass(az, clip);
+      st[6 * gs] = clip_pass(an, clip);
+    }
+  }
+  static inline void bwd(T dh, T hprev, const T* st, ptrdiff_t gs, T, T, T, T*, T* dgx, T* dgh,
+                         T* dh_direct, const T*) {
+    const T r = st[0], z = st[gs], n = st[2 * gs], hn = st[3 * gs];
+    const T dn = dh * (T(1) - z);
+    const T dz = dh * (hprev - n);
+    const T dan = dn * (T(1) - n * n) * st[6 * gs];
+    const T dr = dan * hn;
+    const T dar = dr * r * (T(1) - r) * st[4 * gs], daz = dz * z * (T(1) - z) * st[5 * gs];
+    dgx[0] = dar;
+    dgx[gs] = daz;
+    dgx[2 * gs] = dan;
+    dgh[0] = dar;
+    dgh[gs] = daz;
+    dgh[2 * gs] = dan * r;
+    *dh_direct = dh * z;
+  }
+};
+
+// GruResetBeforeCell with clip: the same two phases, each clamp's derivative written to *m_*
+// (stored slots 4, 5, 6 for r, z, n when training: S = 7; q stays in slot 3).
+template <class T>
+struct GruResetBeforeClipCell {
+  static constexpr int G = 3, S = 7;
+  static constexpr bool kHasC = false, kSplitGh = false;
+  static inline T fwd_reset(T gx_r, T bx_r, T gh_r, T bh_r, T hprev, T* q, T clip, T* m_r) {
+    const T a = (gx_r + bx_r) + (gh_r + bh_r);
+    *m_r = clip_pass(a, clip);
+    const T r = Act<T>::sigmoid(clip_clamp(a, clip));
+    *q = r * hprev;
+    return r;
+  }
+  static inline T fwd_update(T gx_z, T bx_z, T gh_z, T bh_z, T gx_n, T bx_n, T gq_n, T bh_n,
+                             T hprev, T* z_out, T* n_out, T clip, T* m_z, T* m_n) {
+    const T az = (gx_z + bx_z) + (gh_z + bh_z);
+    const T an = (gx_n + bx_n) + (gq_n + bh_n);
+    *m_z = clip_pass(az, clip);
+    *m_n = clip_pass(an, clip);
+    const T z = Act<T>::sigmoid(clip_clamp(az, clip));
+    const T n = Act<T>::tanh(clip_clamp(an, clip));
+    *z_out = z;
+    *n_out = n;
+    return (T(1) - z) * n + z * hprev;
+  }
+  static inline T bwd_update(T dh, T hprev, T z, T n, T* da_z, T* da_n, T m_z, T m_n) {
+    *da_n = dh * (T(1) - z) * (T(1) - n * n) * m_n;
+    *da_z = dh * (hprev - n) * z * (T(1) - z) * m_z;
+    return dh * z;
+  }
+  static inline T bwd_reset(T dq, T hprev, T r, T* da_r, T m_r) {
+    *da_r = dq * hprev * r * (T(1) - r) * m_r;
+    return dq * r;
+  }
+};
+
+template <class T, bool Relu>
+inline constexpr bool kCellTakesExtras<RnnClipCell<T, Relu>> = true;
+template <class T>
+inline constexpr bool kCellTakesExtras<GruClipCell<T>> = true;
+template <class T>
+inline constexpr bool kCellTakesExtras<GruResetBeforeClipCell<T>> = true;
+template <class T>
+inline constexpr bool kResetBefore<GruResetBeforeClipCell<T>> = true;
+
 }  // namespace rnnfast

@@ -24,9 +24,12 @@ struct Geometry {
     // where each of the 4 clamps was active (0/1 per gate), stored after the activations.
     peep = lstm && d.peephole != 0;
     if (lstm && clip_on(d)) S = 8, clip = d.clip;
+    // RNN/GRU clip: the cell stores its clamps' derivatives after its usual slots (RnnClipCell,
+    // GruClipCell, GruResetBeforeClipCell in cells.h).
+    if (!lstm && clip_on(d)) S = d.cell == kRnnTanh || d.cell == kRnnRelu ? 1 : 7, clip = d.clip;
   }
   bool peep = false;  // LSTM peephole weights (3*H per layer and direction)
-  double clip = 0;    // LSTM pre-activation clip threshold, 0 when off
+  double clip = 0;    // pre-activation clip threshold (any cell), 0 when off
 
   idx in_size(idx l) const { return l == 0 ? I : DH; }
   idx unit_blocks() const { return ceil_div(H, nr); }

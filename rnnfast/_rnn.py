@@ -65,6 +65,17 @@ class _RNNBase(FlatParams):
             raise RuntimeError("rnnfast internal error: parameter layout disagrees with the core")
 
     @staticmethod
+    def _check_clip(clip):
+        """ONNX's ``clip`` option: a positive finite number (returned as a float) or None."""
+        if clip is not None:
+            if isinstance(clip, (bool, np.bool_)) or not isinstance(clip, numbers.Real):
+                raise TypeError(f"clip must be a positive finite number or None, got {clip!r}")
+            if not (math.isfinite(float(clip)) and float(clip) > 0):
+                raise ValueError(f"clip must be a positive finite number or None, got {clip!r}")
+            clip = float(clip)
+        return clip
+
+    @staticmethod
     def _flag(value, name):
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{name} must be a bool, got {value!r}")
@@ -319,13 +330,7 @@ class LSTM(_RNNBase):
                  peephole=False, input_forget=False, clip=None):
         self.peephole = self._flag(peephole, "peephole")
         self.input_forget = self._flag(input_forget, "input_forget")
-        if clip is not None:
-            if isinstance(clip, (bool, np.bool_)) or not isinstance(clip, numbers.Real):
-                raise TypeError(f"clip must be a positive finite number or None, got {clip!r}")
-            if not (math.isfinite(float(clip)) and float(clip) > 0):
-                raise ValueError(f"clip must be a positive finite number or None, got {clip!r}")
-            clip = float(clip)
-        self.clip = clip
+        self.clip = self._check_clip(clip)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, dtype, seed)
 
@@ -338,14 +343,19 @@ class GRU(_RNNBase):
     ``linear_before_reset=0``, Keras' ``reset_after=False``): the reset gate scales the state
     before the recurrent product, ``n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)``. Parameters
     keep PyTorch's names and layout; PyTorch itself has no such GRU (``to_torch`` refuses it).
+
+    ``clip`` (ONNX's option, either form): a positive finite number ``c``: the pre-activations of
+    r, z and n (for n the whole argument of its tanh, reset term included) are clamped to
+    ``[-c, c]`` before their activations; ``None`` (default) for no clipping.
     """
 
     _mode = "GRU"
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype="float32", seed=None, *,
-                 linear_before_reset=True):
+                 linear_before_reset=True, clip=None):
         self.linear_before_reset = self._flag(linear_before_reset, "linear_before_reset")
+        self.clip = self._check_clip(clip)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, dtype, seed)
 
@@ -355,10 +365,15 @@ class GRU(_RNNBase):
 
 class RNN(_RNNBase):
     """Elman RNN stack with ``torch.nn.RNN`` semantics: ``h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``,
-    ``act`` = tanh or relu. Calling it returns ``y, h_n``."""
+    ``act`` = tanh or relu. Calling it returns ``y, h_n``.
+
+    ``clip`` (ONNX's option): a positive finite number ``c``: the pre-activation is clamped to
+    ``[-c, c]`` before ``act``; ``None`` (default) for no clipping."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
-                 batch_first=False, dropout=0.0, bidirectional=False, dtype="float32", seed=None):
+                 batch_first=False, dropout=0.0, bidirectional=False, dtype="float32", seed=None,
+                 *, clip=None):
+        self.clip = self._check_clip(clip)
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity

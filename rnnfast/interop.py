@@ -122,7 +122,8 @@ def to_torch(model):
     variants = [k for k in ("peephole", "input_forget", "clip")
                 if getattr(model, k) not in (False, None)]
     if variants:
-        raise ValueError(f"to_torch: this LSTM uses {', '.join(variants)}, which torch.nn.LSTM "
+        name = type(model).__name__
+        raise ValueError(f"to_torch: this {name} uses {', '.join(variants)}, which torch.nn.{name} "
                          f"does not have (rnnfast.save_onnx exports such a model)")
     if model._mode == "GRU" and not model.linear_before_reset:
         raise ValueError("to_torch: this GRU has linear_before_reset=False (the reset gate scales "

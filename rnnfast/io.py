@@ -147,9 +147,10 @@ _RNN_KEYS = ("class", "input_size", "hidden_size", "num_layers", "bias", "batch_
 
 
 def _lstm_variant(d, cls, where):
-    """The optional LSTM variant entries of a description, checked: (peephole, input_forget,
-    clip) with their defaults when absent."""
-    present = [k for k in _LSTM_VARIANT_KEYS if k in d]
+    """The optional variant entries of a description, checked: (peephole, input_forget, clip)
+    with their defaults when absent. peephole and input_forget are LSTM-only; clip (ONNX's
+    pre-activation clip) any class's."""
+    present = [k for k in _LSTM_VARIANT_KEYS if k in d and k != "clip"]  # clip: any class
     if present and cls != "LSTM":
         raise _Bad(f"{where} has {present}, which only an LSTM can have (class {cls!r})")
     peephole = _field(d, "peephole", "bool", where) if "peephole" in d else False
@@ -209,6 +210,8 @@ def _build_rnn(d):
         kw["nonlinearity"] = d["nonlinearity"]
     if d["class"] == "LSTM":
         kw.update(zip(_LSTM_VARIANT_KEYS, _lstm_variant(d, "LSTM", "the metadata")))
+    else:
+        kw["clip"] = _lstm_variant(d, d["class"], "the metadata")[2]
     if d["class"] == "GRU":
         kw["linear_before_reset"] = d.get("linear_before_reset", True)
     return _RNN_CLASSES[d["class"]](d["input_size"], d["hidden_size"], **kw)

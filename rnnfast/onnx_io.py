@@ -8,9 +8,9 @@ around ``nn.LSTM/GRU/RNN`` (Transpose, Squeeze, Shape, Gather, Concat, Expand, .
 LSTM's optional peepholes (input ``P``), ``clip`` and ``input_forget`` run on rnnfast's LSTM
 variants (``rf.LSTM(peephole=, clip=, input_forget=)``); GRU nodes run in either form:
 ``linear_before_reset=1`` (PyTorch's) or ``0`` (the ONNX default) on
-``GRU(linear_before_reset=False)``. Anything rnnfast cannot reproduce exactly (an unknown operator,
-``clip`` on GRU/RNN, other activations, ...) raises an error that names it, never a silently
-different answer.
+``GRU(linear_before_reset=False)``; ``clip`` on GRU and RNN nodes runs on ``rf.GRU(clip=)`` and
+``rf.RNN(clip=)``. Anything rnnfast cannot reproduce exactly (an unknown operator, other
+activations, ...) raises an error that names it, never a silently different answer.
 
 The ``onnx`` package is imported only inside these functions: rnnfast's only runtime dependency
 stays numpy.
@@ -213,12 +213,9 @@ class _RecurrentNode:
         if self.layout not in (0, 1):
             raise ValueError(f"{where}: layout must be 0 or 1, got {self.layout}")
         self.hidden_size = attrs.get("hidden_size")
-        if "clip" in attrs and op != "LSTM":
-            raise NotImplementedError(f"{where}: attribute 'clip' (cell clipping) is not "
-                                      f"supported by rnnfast for {op} (only for LSTM)")
-        self.clip, self.input_forget = None, False
-        if op == "LSTM":
-            self.clip, self.input_forget = self._lstm_variant(attrs, where)
+        # clip: any op; input_forget: LSTM's only (other ops leave it as before)
+        self.clip, self.input_forget = self._lstm_variant(
+            attrs if op == "LSTM" else {k: v for k, v in attrs.items() if k == "clip"}, where)
         self.linear_before_reset = True
         if op == "GRU":
             lbr = int(attrs.get("linear_before_reset", 0))  # ONNX's default is 0
@@ -261,8 +258,8 @@ class _RecurrentNode:
 
     @staticmethod
     def _lstm_variant(attrs, where):
-        """(clip or None, input_forget) of an LSTM node, checked as onnxruntime does: clip must
-        be > 0 (+inf clips nothing), input_forget 0 or 1."""
+        """(clip or None, input_forget) of a node, checked as onnxruntime does: clip must be > 0
+        (+inf clips nothing; any recurrent op), input_forget 0 or 1 (LSTM)."""
         clip = None
         if "clip" in attrs:
             clip = float(attrs["clip"])
@@ -308,12 +305,13 @@ class _RecurrentNode:
                 m.dtype != np.dtype(dtype) or m.peephole != (P is not None):
             kw = dict(bidirectional=two, dtype=dtype)
             if op == "RNN":
-                m = RNN(W.shape[2], H, nonlinearity=self.nonlinearity, **kw)
+                m = RNN(W.shape[2], H, nonlinearity=self.nonlinearity, clip=self.clip, **kw)
             elif op == "LSTM":
                 m = LSTM(W.shape[2], H, peephole=P is not None, input_forget=self.input_forget,
                          clip=self.clip, **kw)
             else:
-                m = GRU(W.shape[2], H, linear_before_reset=self.linear_before_reset, **kw)
+                m = GRU(W.shape[2], H, linear_before_reset=self.linear_before_reset,
+                        clip=self.clip, **kw)
         inv = list(np.argsort(_ONNX_ORDER[op]))  # PyTorch block k = ONNX block inv[k]
         sd = {}
         for d in range(D):
@@ -601,7 +599,7 @@ def save_onnx(model, path=None, initial_state=False, lengths=False, opset=14):
         attrs = dict(hidden_size=H, direction="bidirectional" if D == 2 else "forward")
         if op == "GRU":
             attrs["linear_before_reset"] = 1 if model.linear_before_reset else 0
-        if lstm and model.clip is not None:
+        if model.clip is not None:  # any op (ONNX clips every gate's pre-activation)
             attrs["clip"] = float(model.clip)
         if lstm and model.input_forget:
             attrs["input_forget"] = 1

@@ -287,8 +287,6 @@ def test_glue_operators_match_reference():
 
 # ---------------------------------------------------------------------------- (c) errors
 @pytest.mark.parametrize("op,attrs,name", [
-    ("GRU", dict(clip=2.0), "clip"),
-    ("RNN", dict(clip=2.0), "clip"),
     ("LSTM", dict(activations=["Sigmoid", "Relu", "Tanh"]), "activations"),
     ("GRU", dict(activations=["HardSigmoid", "Tanh"]), "activations"),
     ("RNN", dict(activations=["Sigmoid"]), "activations"),
@@ -408,6 +406,99 @@ def test_lstm_clip_is_active_in_ort_and_rnnfast():
         got = rf.load_onnx(clipped).run(None, feed)[0]
         assert _maxerr(got, _ort_run(clipped, feed)[0]) < TOL
         assert (_maxerr(got, y) == 0) == same, clip
+
+
+# ------------------------------------------------------------------- (b3) clip on GRU and RNN
+CLIP_OPS = [("RNN", dict()), ("RNN", dict(activations="Relu")), ("GRU", dict(linear_before_reset=1)),
+            ("GRU", dict(linear_before_reset=0))]
+
+
+def _clip_op_id(c):
+    return c[0] + "-" + "-".join(f"{k}={v}" for k, v in c[1].items())
+
+
+def _clip_graph(op, attrs, direction="forward", **kw):
+    attrs = dict(attrs)
+    if "activations" in attrs:
+        attrs["activations"] = [attrs["activations"]] * (2 if direction == "bidirectional" else 1)
+    return _graph(op, 4, 3, direction=direction, **kw, **attrs)
+
+
+@pytest.mark.parametrize("opattrs", CLIP_OPS, ids=_clip_op_id)
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("case", [dict(), dict(lens=True, init_h=True),
+                                  dict(layout=1, init_h=True, bias=False)],
+                         ids=["plain", "lens-states", "layout1-nobias"])
+def test_gru_rnn_clip_matches_ort(opattrs, direction, case):
+    # onnx.reference ignores clip: onnxruntime is the oracle. Weights scaled up so that the clamps
+    # bite; the graph without clip must give clearly different numbers.
+    op, attrs = opattrs
+    model, feed = _clip_graph(op, attrs, direction, seed=2, clip=0.4, **case)
+    for init in model.graph.initializer:
+        if init.name in ("W", "R", "B"):
+            init.CopyFrom(numpy_helper.from_array(4 * numpy_helper.to_array(init), init.name))
+    for k in ("W", "R", "B"):
+        if k in feed:
+            feed[k] = 4 * feed[k]
+    sess = rf.load_onnx(model)
+    assert sess.models[0].clip == pytest.approx(0.4)
+    got = sess.run(None, feed)
+    for g, o in zip(got, _ort_run(model, feed)):
+        assert _maxerr(g, o) < TOL
+    plain = onnx.ModelProto()
+    plain.CopyFrom(model)
+    keep = [a for a in plain.graph.node[0].attribute if a.name != "clip"]
+    del plain.graph.node[0].attribute[:]
+    plain.graph.node[0].attribute.extend(keep)
+    assert _maxerr(got[0], _ort_run(plain, feed)[0]) > 1e-2
+
+
+@pytest.mark.parametrize("opattrs", CLIP_OPS, ids=_clip_op_id)
+def test_gru_rnn_clip_huge_or_inf_changes_nothing(opattrs):
+    op, attrs = opattrs
+    model, feed = _clip_graph(op, attrs, "bidirectional", seed=4)
+    y = rf.load_onnx(model).run(None, feed)[0]
+    for clip, same in ((0.05, False), (1e30, True), (float("inf"), True)):
+        clipped, _ = _clip_graph(op, attrs, "bidirectional", seed=4, clip=clip)
+        sess = rf.load_onnx(clipped)
+        assert (sess.models[0].clip is None) == (clip == float("inf"))
+        got = sess.run(None, feed)[0]
+        assert _maxerr(got, _ort_run(clipped, feed)[0]) < TOL
+        assert (_maxerr(got, y) == 0) == same, clip
+
+
+@pytest.mark.parametrize("op", ["GRU", "RNN"])
+@pytest.mark.parametrize("clip", [0.0, -1.0, float("nan")])
+def test_gru_rnn_bad_clip_raises(op, clip):
+    model, _ = _graph(op, 4, 3, clip=clip)
+    with pytest.raises(ValueError, match="clip"):
+        rf.load_onnx(model)
+
+
+@pytest.mark.parametrize("kind", ["tanh", "relu", "gru", "gru_rb"])
+@pytest.mark.parametrize("bf", [False, True])
+def test_save_onnx_gru_rnn_clip_runs_in_ort(kind, bf):
+    kw = dict(num_layers=2, bidirectional=True, batch_first=bf, seed=3, clip=0.5)
+    m = (rf.RNN(4, 5, nonlinearity=kind, **kw) if kind in ("tanh", "relu")
+         else rf.GRU(4, 5, linear_before_reset=kind == "gru", **kw))
+    m.load_state_dict({k: 3 * v for k, v in m.state_dict().items()})
+    rng = np.random.default_rng(1)
+    T, B = 6, 3
+    x = rng.standard_normal((B, T, 4) if bf else (T, B, 4)).astype(np.float32)
+    h0 = rng.standard_normal((4, B, 5)).astype(np.float32)
+    lens = np.array([6, 2, 5], np.int32)
+    data = rf.save_onnx(m, initial_state=True, lengths=True)
+    for n in onnx.load_from_string(data).graph.node:
+        if n.op_type in ("GRU", "RNN"):
+            attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+            assert attrs["clip"] == pytest.approx(0.5)
+    y, hn = m(x, h0, lens)
+    feed = {"x": x, "h0": h0, "sequence_lens": lens}
+    for o, e in zip(_ort(data).run(None, feed), (y, hn)):
+        assert _maxerr(o, e) < TOL
+    back = rf.load_onnx(data)
+    for g, e in zip(back.run(None, feed), (y, hn)):
+        assert _maxerr(g, e) < TOL
 
 
 def test_peephole_weights_as_inputs_reload_when_they_change():

@@ -97,7 +97,7 @@ struct LayerPtrs {
   const T *pk_wihT, *pk_whhT, *pk_whh, *pk_wih;  // packed operands
   T *hs, *cs, *st;                             // training workspace (null for inference)
   const T* peep;                               // LSTM peepholes (3, H): p_i, p_f, p_o, or null
-  T clip;                                      // LSTM clip threshold (0: off)
+  T clip;                                      // clip threshold (0: off; LSTM, RNN, GRU)
 };
 
 template <class T>
@@ -541,11 +541,13 @@ void backward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, 
 // contiguous panels. q lives in the stored slot 3 when training (row stride S*H; backward's dW_hn
 // GEMM reads it there), else in qbuf (B, H). Rows past their length get q = 0 (finite operands for
 // the GEMMs), carry h, output zero.
-template <class T>
+// Cell: GruResetBeforeCell or, with clip, GruResetBeforeClipCell (clamp derivatives of r, z, n in
+// stored slots 4, 5, 6 when training).
+template <class T, class Cell = GruResetBeforeCell<T>>
 void forward_direction_rb(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, const T* xin,
                           T* yout, const T* h0, T* hn, const int64_t* len, T* gx, T* hbuf,
                           T* qbuf, const Team& team) {
-  using Cell = GruResetBeforeCell<T>;
+  constexpr bool kClip = kCellTakesExtras<Cell>;
   const int tid = team.tid, nth = team.nth;
   const Kern<T> kern = kern_for<T>();
   const int mr = kern.mr, nr = g.nr;
@@ -593,12 +595,23 @@ void forward_direction_rb(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P
             if (st) {
               T* rb = st + b * S * H;
 #pragma GCC ivdep
-              for (idx j = ju0; j < ju1; ++j)
-                rb[j] = Cell::fwd_reset(gxr[j], bir[j], ghr[j], bhr[j], hp[j], qb + j);
+              for (idx j = ju0; j < ju1; ++j) {
+                if constexpr (kClip)
+                  rb[j] = Cell::fwd_reset(gxr[j], bir[j], ghr[j], bhr[j], hp[j], qb + j, P.clip,
+                                          rb + 4 * H + j);
+                else
+                  rb[j] = Cell::fwd_reset(gxr[j], bir[j], ghr[j], bhr[j], hp[j], qb + j);
+              }
             } else {
 #pragma GCC ivdep
-              for (idx j = ju0; j < ju1; ++j)
-                Cell::fwd_reset(gxr[j], bir[j], ghr[j], bhr[j], hp[j], qb + j);
+              for (idx j = ju0; j < ju1; ++j) {
+                if constexpr (kClip) {
+                  T m;
+                  Cell::fwd_reset(gxr[j], bir[j], ghr[j], bhr[j], hp[j], qb + j, P.clip, &m);
+                } else {
+                  Cell::fwd_reset(gxr[j], bir[j], ghr[j], bhr[j], hp[j], qb + j);
+                }
+              }
             }
           } else {
             for (idx j = ju0; j < ju1; ++j) qb[j] = T(0);
@@ -630,17 +643,29 @@ void forward_direction_rb(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P
               T* nb = zb + H;
 #pragma GCC ivdep
               for (idx j = ju0; j < ju1; ++j) {
-                const T h = Cell::fwd_update(gxz[j], biz[j], ghz[j], bhz[j], gxn[j], bin[j],
-                                             gqn[j], bhn[j], hp[j], zb + j, nb + j);
+                T h;
+                if constexpr (kClip)
+                  h = Cell::fwd_update(gxz[j], biz[j], ghz[j], bhz[j], gxn[j], bin[j], gqn[j],
+                                       bhn[j], hp[j], zb + j, nb + j, P.clip, zb + 4 * H + j,
+                                       nb + 4 * H + j);
+                else
+                  h = Cell::fwd_update(gxz[j], biz[j], ghz[j], bhz[j], gxn[j], bin[j], gqn[j],
+                                       bhn[j], hp[j], zb + j, nb + j);
                 hw[j] = h;
                 yr[j] = h;
               }
             } else {
 #pragma GCC ivdep
               for (idx j = ju0; j < ju1; ++j) {
-                T z, n;
-                const T h = Cell::fwd_update(gxz[j], biz[j], ghz[j], bhz[j], gxn[j], bin[j],
-                                             gqn[j], bhn[j], hp[j], &z, &n);
+                T z, n, h;
+                if constexpr (kClip) {
+                  T mz, mn;
+                  h = Cell::fwd_update(gxz[j], biz[j], ghz[j], bhz[j], gxn[j], bin[j], gqn[j],
+                                       bhn[j], hp[j], &z, &n, P.clip, &mz, &mn);
+                } else {
+                  h = Cell::fwd_update(gxz[j], biz[j], ghz[j], bhz[j], gxn[j], bin[j], gqn[j],
+                                       bhn[j], hp[j], &z, &n);
+                }
                 hw[j] = h;
                 yr[j] = h;
               }
@@ -677,12 +702,12 @@ void forward_direction_rb(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P
 // After the loop: biases (both are column sums of dG: b_hn enters a_n unscaled), dW_ih = dG^T X,
 // dW_h{r,z} = dG_{r,z}^T H_prev, dW_hn = dG_n^T Q with Q = r * h_{t-1} from stored slot 3, and dX.
 // Arguments as backward_direction's (dgh == dgx for this cell; no cell state).
-template <class T>
+template <class T, class Cell = GruResetBeforeCell<T>>
 void backward_direction_rb(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, const T* xin,
                            const T* dyl, const T* dhn, T* dh0, const int64_t* len, T* dp,
                            T* dxin, bool dx_accumulate, T* dgx, T* dhbuf, T* packbuf,
                            const Team& team) {
-  using Cell = GruResetBeforeCell<T>;
+  constexpr bool kClip = kCellTakesExtras<Cell>;
   const int tid = team.tid, nth = team.nth;
   const Kern<T> kern = kern_for<T>();
   const int mr = kern.mr, nr = g.nr;
@@ -716,7 +741,14 @@ void backward_direction_rb(const Geometry& g, idx l, idx d, const LayerPtrs<T>& 
         const T* nb = zb + H;
         const T* hp = hprev + hb;
         T* dc = dh_cur + hb;
-        if (dyt) {
+        if constexpr (kClip) {  // clamp derivatives of z, n: stored slots 5, 6
+          const T* mzb = zb + 4 * H;
+          const T* mnb = nb + 4 * H;
+#pragma GCC ivdep
+          for (idx j = j0; j < j1; ++j)
+            dc[j] = Cell::bwd_update(dyt ? dc[j] + dyt[j] : dc[j], hp[j], zb[j], nb[j],
+                                     dga + H + j, dga + 2 * H + j, mzb[j], mnb[j]);
+        } else if (dyt) {
 #pragma GCC ivdep
           for (idx j = j0; j < j1; ++j)
             dc[j] = Cell::bwd_update(dc[j] + dyt[j], hp[j], zb[j], nb[j], dga + H + j,
@@ -748,7 +780,12 @@ void backward_direction_rb(const Geometry& g, idx l, idx d, const LayerPtrs<T>& 
           T* dar = dgxt + b * GH;
           T* dc = dh_cur + hb;
 #pragma GCC ivdep
-          for (idx j = ju0; j < ju1; ++j) dc[j] += Cell::bwd_reset(dq[j], hp[j], rb[j], dar + j);
+          for (idx j = ju0; j < ju1; ++j) {
+            if constexpr (kClip)  // clamp derivative of r: stored slot 4
+              dc[j] += Cell::bwd_reset(dq[j], hp[j], rb[j], dar + j, rb[4 * H + j]);
+            else
+              dc[j] += Cell::bwd_reset(dq[j], hp[j], rb[j], dar + j);
+          }
         }
       }
     }
@@ -871,7 +908,8 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
         }
         const Team team{thread_id(), thread_count(), &bar, sched};
         if constexpr (kResetBefore<Cell>)
-          forward_direction_rb<T>(g, l, d, P, xin, yout, h0, hn, a.lengths, gx, hbuf, qbuf, team);
+          forward_direction_rb<T, Cell>(g, l, d, P, xin, yout, h0, hn, a.lengths, gx, hbuf, qbuf,
+                                        team);
         else
           forward_direction<T, Cell>(g, l, d, P, xin, yout, h0, c0, hn, cn, a.lengths, gx,
                                      hbuf, cbuf, team);
@@ -926,8 +964,8 @@ void backward_t(const Desc& desc, const ForwardArgs& f, const BackwardArgs& bw) 
         bar.reset(thread_count());
         const Team team{thread_id(), thread_count(), &bar, nullptr};
         if constexpr (kResetBefore<Cell>)
-          backward_direction_rb<T>(g, l, d, P, xin, dyl, dhn, dh0, f.lengths, dp, dxin, d > 0,
-                                   dgx, dhbuf, packbuf, team);
+          backward_direction_rb<T, Cell>(g, l, d, P, xin, dyl, dhn, dh0, f.lengths, dp, dxin,
+                                         d > 0, dgx, dhbuf, packbuf, team);
         else
           backward_direction<T, Cell>(g, l, d, P, xin, dyl, dhn, dcn, dh0, dc0, f.lengths, dp,
                                       dxin, d > 0, dgx, dgh, dhbuf, dcbuf, packbuf, team);
@@ -991,10 +1029,23 @@ void with_lstm_variant(const Desc& d, Run&& run) {
   }
 }
 
+// Calls run(Cell{}) with the clip variant of an RNN or GRU cell (clip on, cell not an LSTM).
+template <class T, class Run>
+void with_clip_cell(const Desc& d, Run&& run) {
+  switch (d.cell) {
+    case kRnnTanh: return run(RnnClipCell<T, false>{});
+    case kRnnRelu: return run(RnnClipCell<T, true>{});
+    case kGru: return run(GruClipCell<T>{});
+    case kGruResetBefore: return run(GruResetBeforeClipCell<T>{});
+  }
+}
+
 template <class T>
 void forward_dispatch(const Desc& d, const ForwardArgs& a) {
   if (d.cell == kLstm && lstm_variant(d))
     return with_lstm_variant<T>(d, [&](auto cell) { forward_t<T, decltype(cell)>(d, a); });
+  if (d.cell != kLstm && clip_on(d))
+    return with_clip_cell<T>(d, [&](auto cell) { forward_t<T, decltype(cell)>(d, a); });
   switch (d.cell) {
     case kRnnTanh: return forward_t<T, RnnCell<T, false>>(d, a);
     case kRnnRelu: return forward_t<T, RnnCell<T, true>>(d, a);
@@ -1008,6 +1059,8 @@ template <class T>
 void backward_dispatch(const Desc& d, const ForwardArgs& f, const BackwardArgs& b) {
   if (d.cell == kLstm && lstm_variant(d))
     return with_lstm_variant<T>(d, [&](auto cell) { backward_t<T, decltype(cell)>(d, f, b); });
+  if (d.cell != kLstm && clip_on(d))
+    return with_clip_cell<T>(d, [&](auto cell) { backward_t<T, decltype(cell)>(d, f, b); });
   switch (d.cell) {
     case kRnnTanh: return backward_t<T, RnnCell<T, false>>(d, f, b);
     case kRnnRelu: return backward_t<T, RnnCell<T, true>>(d, f, b);
