@@ -52,7 +52,8 @@ class SpinBarrier {
 };
 
 // Work distribution of the forward time loop. Each thread owns a contiguous range of unit blocks
-// (so its slice of the recurrent weights stays in its cache) and takes them in order; a thread
+// (so its slice of the recurrent weights stays in its cache) and takes them in order (reversed
+// on odd steps); a thread
 // that runs out takes the blocks the others have not started. A step ends when every block is
 // done, not when every thread has arrived: a thread that has lost its core (a busy machine) only
 // holds up the block it is in the middle of, and its remaining blocks are taken by the others.
@@ -76,7 +77,11 @@ class StepScheduler {
     int64_t k = c.load(std::memory_order_relaxed);
     while (k < (step + 1) * n) {
       if (c.compare_exchange_weak(k, k + 1, std::memory_order_relaxed)) {
-        *block = lo + (k - step * n);
+        // Serpentine: odd steps walk the owner's blocks backwards, so the weights a step touched
+        // last are touched first by the next one. Weights larger than the last-level cache then
+        // find the part that is still cached instead of being evicted just before their turn.
+        const int64_t i = k - step * n;
+        *block = lo + ((step & 1) ? n - 1 - i : i);
         return true;
       }
     }
