@@ -225,11 +225,10 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
   const idx max_tiles = std::max<idx>(1, (idx)(kTileBytes / sizeof(T)) / ((idx)mr * G * nr));
   const idx chunk_tiles = ceil_div(row_tiles, ceil_div(row_tiles, max_tiles));
   const idx chunk_rows = chunk_tiles * mr;
-  // Staging arrays of the staged gate math: (G + 2) arrays of kStageRows x kNR values. Zeroed
-  // once so that lanes past a partial block only ever hold finite values.
+  // Staging arrays of the staged gate math: (G + 2) arrays of kStageRows x kNR values. Every
+  // value a pass reads was written by it (fwd_rows fills the lanes past a partial block with 0).
   constexpr idx kStageRows = std::max(1, 512 / kNR);
   alignas(64) T stage[kCellStaged<Cell> ? (G + 2) * kStageRows * kNR : 1];
-  std::fill(stage, stage + sizeof(stage) / sizeof(T), T(0));
   StepScheduler& sched = *team.sched;
   for (idx s = 0; s < T_; ++s) {
     const idx t = rev ? T_ - 1 - s : s;
