@@ -15,7 +15,7 @@ import pytest
 import torch  # noqa: F401  (the oracle must be importable; see conftest)
 
 import rnnfast as rf
-from conftest import rel_err
+from conftest import fd_mismatches, rel_err
 from rnnfast import _core
 
 KINDS = ["rnn_tanh", "rnn_relu", "gru", "gru_rb"]
@@ -181,20 +181,7 @@ def test_gradients_match_finite_differences(kind, cfg):
     analytic = {k: np.array(v, copy=True) for k, v in dict(m.named_grads(), x=dx, h0=dh0).items()}
     arrays = dict(sd, x=x, h0=h0)
     assert set(arrays) == set(analytic)
-    bad = []
-    for name, arr in arrays.items():
-        num = np.zeros_like(arr)
-        for idx in np.ndindex(arr.shape):
-            orig = arr[idx]
-            arr[idx] = orig + EPS
-            lp = loss()
-            arr[idx] = orig - EPS
-            lm = loss()
-            arr[idx] = orig
-            num[idx] = (lp - lm) / (2 * EPS)
-        err = rel_err(analytic[name], num)
-        if not err < 1e-6:
-            bad.append(f"{name}: {err:.2e}")
+    bad = fd_mismatches(arrays, analytic, loss, EPS)
     assert not bad, f"{kind} clip={clip}: " + ", ".join(bad)
 
 
