@@ -28,22 +28,27 @@ PARITY_TOL = {"float64": 1e-10, "float32": 1e-4}
 # --------------------------------------------------------------------------
 # error measures
 # --------------------------------------------------------------------------
+def central_diff(arr, loss, eps):
+    """d loss() / d arr by central differences, perturbing arr in place (restored after)."""
+    num = np.zeros_like(arr)
+    for idx in np.ndindex(arr.shape):
+        orig = arr[idx]
+        arr[idx] = orig + eps
+        lp = loss()
+        arr[idx] = orig - eps
+        lm = loss()
+        arr[idx] = orig
+        num[idx] = (lp - lm) / (2 * eps)
+    return num
+
+
 def fd_mismatches(arrays, analytic, loss, eps, tol=1e-6):
     """Central differences of loss() w.r.t. every element of every array in `arrays` (perturbed
     in place and restored), compared with `analytic` by rel_err; returns "name: err" for each
     array whose error is not below tol."""
     bad = []
     for name, arr in arrays.items():
-        num = np.zeros_like(arr)
-        for idx in np.ndindex(arr.shape):
-            orig = arr[idx]
-            arr[idx] = orig + eps
-            lp = loss()
-            arr[idx] = orig - eps
-            lm = loss()
-            arr[idx] = orig
-            num[idx] = (lp - lm) / (2 * eps)
-        err = rel_err(analytic[name], num)
+        err = rel_err(analytic[name], central_diff(arr, loss, eps))
         if not err < tol:
             bad.append(f"{name}: {err:.2e}")
     return bad

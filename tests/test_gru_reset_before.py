@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import rnnfast as rf
-from conftest import assert_all_close, rel_err
+from conftest import assert_all_close, central_diff, rel_err
 
 
 def _sigmoid(v):
@@ -127,16 +127,7 @@ FD_CASES = [
 
 
 def _central(arr, f):
-    g = np.zeros_like(arr)
-    for i in np.ndindex(arr.shape):
-        orig = arr[i]
-        arr[i] = orig + EPS
-        lp = f()
-        arr[i] = orig - EPS
-        lm = f()
-        arr[i] = orig
-        g[i] = (lp - lm) / (2 * EPS)
-    return g
+    return central_diff(arr, f, EPS)
 
 
 @pytest.mark.parametrize("case", FD_CASES, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
