@@ -131,6 +131,25 @@ struct Team {
   void sync() const { bar->wait(); }
 };
 
+// Whether forward_direction computes layer l's input projection step by step, fused into the
+// block loop (x_t W_ih^T for a block's columns right before its recurrent tiles), instead of as one
+// GEMM over all steps first. The big GEMM writes a (T, B, G*H) buffer that for long sequences falls
+// out of the caches and streams through memory twice (written, then read by the gate math); fused,
+// it shrinks to one step that stays in L1/L2, at the price of reading all of W_ih once per step.
+// That pays when the batch reuses each W_ih panel row across enough rows (B >= 8; at B = 4, LSTM
+// H256-H512 ran 2-3% slower fused) and when W_ih and W_hh together stay in the last-level cache
+// (LSTM H1024 B16, 32 MB of weights, ran 15% slower fused; H512, 8 MB, 6-10% faster). Needs whole
+// panels per gate (nr divides H). Decided from the shapes only, never from the thread count or the
+// sequence length. The weight budget is half of this machine's 16 MB last-level cache (the rest
+// holds states, outputs and other tenants' data); a fixed figure, not the cache size the OS reports
+// (in a VM that can be the host's), keeps the choice, and so the bits, the same on every machine.
+constexpr long kFuseMinRows = 8;
+constexpr std::size_t kFuseMaxWeightBytes = std::size_t(8) << 20;
+inline bool fused_input(const Geometry& g, idx l, std::size_t elem_bytes) {
+  const std::size_t weights = (std::size_t)(g.GH * (g.in_size(l) + g.H)) * elem_bytes;
+  return g.B >= kFuseMinRows && g.H % g.nr == 0 && weights <= kFuseMaxWeightBytes;
+}
+
 inline bool row_active(const int64_t* len, idx b, idx t) { return !len || t < len[b]; }
 
 // Gate math of units [j0, j1) of one batch row (all pointers indexed by unit; gh by unit too, i.e.
@@ -197,9 +216,11 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
   constexpr int kNR = TileShape<T>::nv * Vec<T>::lanes;  // == nr
   const bool rev = d == 1, train = P.hs != nullptr;
 
-  // Input projection for all steps, gx = xin W_ih^T (b_ih is added in the gate math: writing the
-  // bias first and accumulating would stream this large buffer through memory twice more).
-  gemm_mt<T>(kern, tid, nth, T_ * B, GH, in, xin, in, 1, P.pk_wihT, gx, GH, false);
+  // Input projection gx = xin W_ih^T (b_ih is added in the gate math: writing the bias first and
+  // accumulating would stream this buffer through memory twice more). Either for all steps at once,
+  // one large GEMM, or (fused_input) step by step inside the block loop below, into a one-step gx.
+  const bool fuse = fused_input(g, l, sizeof(T));
+  if (!fuse) gemm_mt<T>(kern, tid, nth, T_ * B, GH, in, xin, in, 1, P.pk_wihT, gx, GH, false);
 
   // This thread's hidden units: blocks [u0, u1) of nr units, i.e. units [j0, j1).
   idx u0, u1;
@@ -241,7 +262,8 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
       cnew = train ? P.cs + (rev ? t : t + 1) * B * H : cbuf + ((s + 1) & 1) * B * H;
     }
     T* st = P.st ? P.st + t * B * S * H : nullptr;
-    const T* gxt = gx + t * B * GH;
+    T* const gxt = fuse ? gx : gx + t * B * GH;
+    const T* const xt = xin + t * B * in;
     T* yt = yout + t * B * DH + d * H;
     // One block: the recurrent GEMM tiles of units [ju0, ju1) for all rows, each chunk of rows
     // followed at once by the gate math of its rows.
@@ -249,12 +271,22 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
       const idx ju0 = u * nr, ju1 = std::min(H, ju0 + nr);
       for (idx r0 = 0; r0 < B; r0 += chunk_rows) {
         const idx r1 = std::min(B, r0 + chunk_rows);
-        // The chunk's slice of the input projection is read by the gate math right after the
-        // tiles: start loading it now (it streams from L3 or memory, one line per row and gate).
-        for (idx b = r0; b < r1; ++b)
+        if (fuse) {
+          // This chunk's slice of the input projection, x_t W_ih^T for the block's columns of
+          // every gate (whole nr-wide panels of wihT: fused_input needs nr | H).
           for (int gg = 0; gg < G; ++gg)
-            for (idx j = ju0; j < ju1; j += 64 / (idx)sizeof(T))
-              __builtin_prefetch(gxt + b * GH + gg * H + j);
+            for (idx i0 = r0; i0 < r1; i0 += mr)
+              tile_gemm<T>((int)in, xt + i0 * in, in, 1, P.pk_wihT + (gg * H + ju0) * in,
+                           gxt + i0 * GH + gg * H + ju0, GH, (int)std::min<idx>(mr, r1 - i0), nr,
+                           0);
+        } else {
+          // The chunk's slice of the input projection is read by the gate math right after the
+          // tiles: start loading it now (it streams from L3 or memory, one line per row and gate).
+          for (idx b = r0; b < r1; ++b)
+            for (int gg = 0; gg < G; ++gg)
+              for (idx j = ju0; j < ju1; j += 64 / (idx)sizeof(T))
+                __builtin_prefetch(gxt + b * GH + gg * H + j);
+        }
         for (int gg = 0; gg < G; ++gg)
           for (idx i0 = r0; i0 < r1; i0 += mr)
             tile_gemm<T>((int)H, hprev + i0 * H, H, 1, P.pk_whhT + (u * G + gg) * H * nr,
@@ -869,7 +901,10 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
   const idx TB = g.T * g.B, BH = g.B * g.H;
 
   // Every element of these is written before it is read (zeros: just below).
-  const ScratchPlan<T> scratch({TB * g.GH, 2 * BH, g.lstm ? 2 * BH : 0,
+  // The input projection buffer: one step when every layer fuses it (fused_input), else all steps.
+  bool all_fused = !kResetBefore<Cell>;
+  for (idx l = 0; l < g.L; ++l) all_fused = all_fused && fused_input(g, l, sizeof(T));
+  const ScratchPlan<T> scratch({(all_fused ? g.B : TB) * g.GH, 2 * BH, g.lstm ? 2 * BH : 0,
                                 !train && g.L > 1 ? 2 * TB * g.DH : 0, g.bias ? 0 : g.GH,
                                 kResetBefore<Cell> && !train ? BH : 0});
   T* const gx = scratch[0];
