@@ -113,6 +113,14 @@ double measure_read_bandwidth(int threads, int64_t bytes, double seconds);
 // 2 exp), for tests of their error bounds.
 void eval_activation(int which, const float* x, float* y, int64_t n);
 
+// How the forward computes each layer's input projection x W_ih^T (results differ in rounding
+// only): -1 automatic (the default; see fused_input in kernels/driver_impl.h), 0 always as one GEMM
+// over all steps before the time loop, 1 fused into the time loop wherever the shape allows it
+// (the kernel's panel width divides the hidden size; never the reset-before GRU). For tests and
+// benchmarks. Values outside -1..1 throw std::invalid_argument.
+void set_fused_input_mode(int mode);
+int fused_input_mode();
+
 // Instruction-set path of the GEMM micro-kernels: "avx512", "avx2" or "generic".
 const char* isa_name();
 // Force a path; returns false (and changes nothing) if this CPU or build cannot run it.

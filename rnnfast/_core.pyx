@@ -67,6 +67,8 @@ cdef extern from "rnnfast.h" namespace "rnnfast":
     double measure_fma_peak(int, double) nogil
     double measure_read_bandwidth(int, int64_t, double) nogil
     bint select_isa(const char*)
+    void set_fused_input_mode(int) except +
+    int fused_input_mode()
 
 
 cdef Desc _desc(tuple t) except *:
@@ -217,3 +219,13 @@ def core_isa_name():
 
 def core_select_isa(str name):
     return select_isa(name.encode())
+
+
+def core_set_fused_input_mode(int mode):
+    """How forward computes the input projection: -1 automatic (default), 0 one GEMM over all
+    steps first, 1 fused into the time loop wherever the shape allows. Tests and benchmarks only."""
+    set_fused_input_mode(mode)
+
+
+def core_fused_input_mode():
+    return fused_input_mode()

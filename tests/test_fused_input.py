@@ -1,19 +1,22 @@
-"""Shapes that take the fused input projection.
+"""The fused input projection.
 
-For a batch of 8 or more rows, when the kernel's panel width divides the hidden size and the
-layer's weights fit the cache budget, the forward pass computes x_t W_ih^T step by step inside the
-block loop instead of as one GEMM over all steps (``fused_input`` in csrc/kernels/driver_impl.h).
-The parity matrix runs batches of 1 and 5, which never take that path, so this file runs it: hidden
-64 is a multiple of every panel width (8-32 values), batches 8 and 13 (13 leaves a one-row tile).
-Checked: every cell against torch (outputs, final states, every gradient; float64 and float32),
-inference equal to the training forward, ragged lengths, layers of different input sizes, bitwise
-identity across thread counts, and the LSTM variants and clip cells against their numpy references.
+The forward pass can compute x_t W_ih^T step by step inside the block loop instead of as one GEMM
+over all steps (``fused_input`` in csrc/kernels/driver_impl.h). It does so on its own for batches of
+8+ rows with long sequences (a projection buffer of 4 MB or more) and weights within 8 MB, when the
+kernel's panel width divides the hidden size; ``_core.core_set_fused_input_mode(1)`` forces it
+wherever the shape allows, so that small, fast cases run it here. Hidden 64 is a multiple of every
+panel width (8-32 values); batches 8, 13 (a one-row tile) and 16.
+Checked with the path forced: every cell against torch (outputs, final states, every gradient;
+float64 and float32), inference equal to the training forward, ragged lengths, layers of different
+input sizes, bitwise identity across thread counts, the LSTM variants and clip cells against their
+numpy references. Then the automatic choice: fused at a long-sequence shape, not at a short one.
 """
 import numpy as np
 import pytest
 import torch  # noqa: F401  (the oracle must be importable; see conftest)
 
 import rnnfast as rf
+from rnnfast import _core
 from conftest import (
     CELLS, PARITY_TOL, assert_all_close, assert_rel, is_lstm, make_data, make_pair,
     ragged_lengths, rel_err, rf_infer, rf_run, torch_run,
@@ -24,6 +27,14 @@ from test_lstm_variants import reference as lstm_variant_reference
 from test_threads import _assert_bitwise, _everything
 
 H = 64
+
+
+@pytest.fixture(autouse=True)
+def fused_everywhere():
+    _core.core_set_fused_input_mode(1)
+    yield
+    _core.core_set_fused_input_mode(-1)
+
 CASES = [  # (batch, input size, layers, bidirectional, ragged, batch_first)
     (8, 24, 2, True, True, False),
     (13, 64, 1, False, False, True),
@@ -124,3 +135,40 @@ def test_clip_cells_match_reference(kind, dtype):
     for train in (False, True):
         y, hn, _ = m.forward(x.astype(dtype), h0.astype(dtype), lengths, train=train)
         assert rel_err(y, y_ref) < tol and rel_err(hn, hn_ref) < tol
+
+
+def _lstm_outputs(m, x, lengths):
+    y, (hn, cn), tape = m.forward(x, None, lengths, train=True)
+    dx, _ = m.backward(tape, np.ones_like(y), None)
+    return [y, hn, cn, dx, m(x, lengths=lengths)[0]]
+
+
+@pytest.mark.parametrize("T,fused", [(512, True), (40, False)])
+def test_automatic_choice(T, fused):
+    # float32 LSTM, B = 8, H = 64: the projection is T * 8 * 256 * 4 bytes, 4 MB at T = 512
+    B, I = 8, 32
+    rng = np.random.default_rng(9)
+    m = rf.LSTM(I, H, seed=2)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, B)
+    runs = {}
+    for mode in (-1, 0, 1):
+        _core.core_set_fused_input_mode(mode)
+        assert _core.core_fused_input_mode() == mode
+        m.zero_grad()
+        runs[mode] = _lstm_outputs(m, x, lengths)
+    same = runs[1] if fused else runs[0]
+    other = runs[0] if fused else runs[1]
+    for a, b in zip(runs[-1], same):
+        assert np.array_equal(a, b)
+    # the two paths round differently, and agree to float32 rounding
+    assert any(not np.array_equal(a, b) for a, b in zip(runs[-1], other))
+    for a, b in zip(runs[-1], other):
+        assert rel_err(a, b) < 1e-5
+
+
+def test_bad_mode_is_refused():
+    for bad in (-2, 2, 7):
+        with pytest.raises(ValueError, match="fused input mode"):
+            _core.core_set_fused_input_mode(bad)
+    assert _core.core_fused_input_mode() == 1  # unchanged (the fixture set 1)

@@ -1,7 +1,10 @@
 // Chooses the micro-kernel path once, from the CPU's features, unless RNNFAST_ISA forces one.
+#include <atomic>
 #include <cstdlib>
+#include <stdexcept>
 #include <cstring>
 #include <initializer_list>
+#include <string>
 
 #include "../rnnfast.h"
 #include "ukernel.h"
@@ -42,7 +45,17 @@ KernelSet& current() {
   return k;
 }
 
+std::atomic<int> g_fused_input_mode{-1};
+
 }  // namespace
+
+void set_fused_input_mode(int mode) {
+  if (mode < -1 || mode > 1)
+    throw std::invalid_argument("fused input mode must be -1 (auto), 0 (never) or 1 (always), got " +
+                                std::to_string(mode));
+  g_fused_input_mode.store(mode);
+}
+int fused_input_mode() { return g_fused_input_mode.load(); }
 
 const KernelSet& active_kernels() { return current(); }
 

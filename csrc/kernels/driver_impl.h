@@ -133,21 +133,30 @@ struct Team {
 
 // Whether forward_direction computes layer l's input projection step by step, fused into the
 // block loop (x_t W_ih^T for a block's columns right before its recurrent tiles), instead of as one
-// GEMM over all steps first. The big GEMM writes a (T, B, G*H) buffer that for long sequences falls
-// out of the caches and streams through memory twice (written, then read by the gate math); fused,
-// it shrinks to one step that stays in L1/L2, at the price of reading all of W_ih once per step.
-// That pays when the batch reuses each W_ih panel row across enough rows (B >= 8; at B = 4, LSTM
-// H256-H512 ran 2-3% slower fused) and when W_ih and W_hh together stay in the last-level cache
-// (LSTM H1024 B16, 32 MB of weights, ran 15% slower fused; H512, 8 MB, 6-10% faster). Needs whole
-// panels per gate (nr divides H). Decided from the shapes only, never from the thread count or the
-// sequence length. The weight budget is half of this machine's 16 MB last-level cache (the rest
-// holds states, outputs and other tenants' data); a fixed figure, not the cache size the OS reports
-// (in a VM that can be the host's), keeps the choice, and so the bits, the same on every machine.
-constexpr long kFuseMinRows = 8;
-constexpr std::size_t kFuseMaxWeightBytes = std::size_t(8) << 20;
-inline bool fused_input(const Geometry& g, idx l, std::size_t elem_bytes) {
-  const std::size_t weights = (std::size_t)(g.GH * (g.in_size(l) + g.H)) * elem_bytes;
-  return g.B >= kFuseMinRows && g.H % g.nr == 0 && weights <= kFuseMaxWeightBytes;
+// GEMM over all steps first. The big GEMM writes a (T, B, G*H) buffer that, once it outgrows the
+// caches, streams through memory twice (written, then read by the gate math); fused, it shrinks to
+// one step that stays in L1/L2, at the price of reading all of W_ih once per step and of shorter
+// GEMM tiles. Automatic choice (fused_input_mode() == -1), measured on the 2-core Zen 5 machine:
+//   - a batch of 8+ rows, so that each W_ih panel row read per step serves enough rows (at B = 4,
+//     LSTM H256-H512 ran 2-3% slower fused);
+//   - W_ih and W_hh together within 8 MB, half this machine's last-level cache, so they stay
+//     cached across steps (LSTM H1024 B16, 32 MB of weights, ran 15% slower fused);
+//   - a projection buffer of 4 MB or more, which no longer stays in cache (LSTM I64 H256 B32 T100,
+//     13 MB: 15-25% faster fused; RNN I40 H320 B8 T200, 2 MB: 5-10% slower fused).
+// Fixed figures, not the cache sizes the OS reports (in a VM those can be the host's), so that the
+// choice, and with it the bits, is the same on every machine; never from the thread count.
+// Needs whole panels per gate (nr divides H).
+constexpr idx kFuseMinRows = 8;
+constexpr double kFuseMaxWeightBytes = 8.0 * (1 << 20);
+constexpr double kFuseMinProjectionBytes = 4.0 * (1 << 20);
+inline bool fused_input(const Geometry& g, idx l, std::size_t elem_bytes, int mode) {
+  if (mode == 0 || g.H % g.nr != 0) return false;
+  if (mode == 1) return true;
+  const double e = (double)elem_bytes;
+  const double weights = (double)g.GH * (double)(g.in_size(l) + g.H) * e;
+  const double projection = (double)g.T * (double)g.B * (double)g.GH * e;
+  return g.B >= kFuseMinRows && weights <= kFuseMaxWeightBytes &&
+         projection >= kFuseMinProjectionBytes;
 }
 
 inline bool row_active(const int64_t* len, idx b, idx t) { return !len || t < len[b]; }
@@ -207,7 +216,7 @@ inline void backward_units(idx j0, idx j1, T* dh_cur, const T* dy, const T* hp, 
 template <class T, class Cell>
 void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, const T* xin,
                        T* yout, const T* h0, const T* c0, T* hn, T* cn, const int64_t* len,
-                       T* gx, T* hbuf, T* cbuf, const Team& team) {
+                       T* gx, T* hbuf, T* cbuf, bool fuse, const Team& team) {
   const int tid = team.tid, nth = team.nth;
   const Kern<T> kern = kern_for<T>();
   const int mr = kern.mr, nr = g.nr;
@@ -219,7 +228,6 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
   // Input projection gx = xin W_ih^T (b_ih is added in the gate math: writing the bias first and
   // accumulating would stream this buffer through memory twice more). Either for all steps at once,
   // one large GEMM, or (fused_input) step by step inside the block loop below, into a one-step gx.
-  const bool fuse = fused_input(g, l, sizeof(T));
   if (!fuse) gemm_mt<T>(kern, tid, nth, T_ * B, GH, in, xin, in, 1, P.pk_wihT, gx, GH, false);
 
   // This thread's hidden units: blocks [u0, u1) of nr units, i.e. units [j0, j1).
@@ -901,9 +909,11 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
   const idx TB = g.T * g.B, BH = g.B * g.H;
 
   // Every element of these is written before it is read (zeros: just below).
-  // The input projection buffer: one step when every layer fuses it (fused_input), else all steps.
+  // The input projection buffer holds one step when every layer fuses it (fused_input), else all
+  // steps. The mode is read once: another thread may change it during the call.
+  const int fuse_mode = fused_input_mode();
   bool all_fused = !kResetBefore<Cell>;
-  for (idx l = 0; l < g.L; ++l) all_fused = all_fused && fused_input(g, l, sizeof(T));
+  for (idx l = 0; l < g.L; ++l) all_fused = all_fused && fused_input(g, l, sizeof(T), fuse_mode);
   const ScratchPlan<T> scratch({(all_fused ? g.B : TB) * g.GH, 2 * BH, g.lstm ? 2 * BH : 0,
                                 !train && g.L > 1 ? 2 * TB * g.DH : 0, g.bias ? 0 : g.GH,
                                 kResetBefore<Cell> && !train ? BH : 0});
@@ -922,6 +932,8 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
                           : (train ? ws + g.ws_layer_input(l) : inter + ((l - 1) & 1) * TB * g.DH);
     T* yout = l == g.L - 1 ? static_cast<T*>(a.y)
                            : (train ? ws + g.ws_layer_input(l + 1) : inter + (l & 1) * TB * g.DH);
+    const bool fuse =
+        all_fused || (!kResetBefore<Cell> && fused_input(g, l, sizeof(T), fuse_mode));
     for (idx d = 0; d < g.D; ++d) {
       const LayerPtrs<T> P = layer_ptrs<T>(g, l, d, params, packed, ws, zeros);
       const idx so = (l * g.D + d) * BH;
@@ -946,7 +958,7 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
                                         team);
         else
           forward_direction<T, Cell>(g, l, d, P, xin, yout, h0, c0, hn, cn, a.lengths, gx,
-                                     hbuf, cbuf, team);
+                                     hbuf, cbuf, fuse, team);
       }
     }
     if (l < g.L - 1 && mask) scale_by_mask<T>(TB * g.DH, yout, mask + l * TB * g.DH, nt);
