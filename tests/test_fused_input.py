@@ -2,14 +2,14 @@
 
 The forward pass can compute x_t W_ih^T step by step inside the block loop instead of as one GEMM
 over all steps (``fused_input`` in csrc/kernels/driver_impl.h). It does so on its own for batches of
-8+ rows with long sequences (a projection buffer of 4 MB or more) and weights within 8 MB, when the
-kernel's panel width divides the hidden size; ``_core.core_set_fused_input_mode(1)`` forces it
-wherever the shape allows, so that small, fast cases run it here. Hidden 64 is a multiple of every
+16+ rows (or 8+ rows with at most 8 input values per row) when the layer's weights are within 8 MB
+and the kernel's panel width divides the hidden size; ``_core.core_set_fused_input_mode(1)`` forces
+it wherever the shape allows, so that every case here runs it. Hidden 64 is a multiple of every
 panel width (8-32 values); batches 8, 13 (a one-row tile) and 16.
 Checked with the path forced: every cell against torch (outputs, final states, every gradient;
 float64 and float32), inference equal to the training forward, ragged lengths, layers of different
 input sizes, bitwise identity across thread counts, the LSTM variants and clip cells against their
-numpy references. Then the automatic choice: fused at a long-sequence shape, not at a short one.
+numpy references. Then the automatic choice, on both sides of its batch and input-size bounds.
 """
 import numpy as np
 import pytest
@@ -143,10 +143,13 @@ def _lstm_outputs(m, x, lengths):
     return [y, hn, cn, dx, m(x, lengths=lengths)[0]]
 
 
-@pytest.mark.parametrize("T,fused", [(512, True), (40, False)])
-def test_automatic_choice(T, fused):
-    # float32 LSTM, B = 8, H = 64: the projection is T * 8 * 256 * 4 bytes, 4 MB at T = 512
-    B, I = 8, 32
+@pytest.mark.parametrize("B,I,fused", [(20, 96, True), (8, 64, True), (8, 65, False),
+                                       (2, 8, False)])
+def test_automatic_choice(B, I, fused):
+    # float32 LSTM, H = 64 (weights far below the 8 MB budget): fused from 16 rows on, or from 8
+    # rows with at most 8 input values per row. Each batch leaves a 2-row GEMM tile per step, which
+    # sums in another order than the all-steps GEMM's full tiles: the paths differ in rounding.
+    T = 30
     rng = np.random.default_rng(9)
     m = rf.LSTM(I, H, seed=2)
     x = rng.standard_normal((T, B, I)).astype(np.float32)

@@ -133,30 +133,27 @@ struct Team {
 
 // Whether forward_direction computes layer l's input projection step by step, fused into the
 // block loop (x_t W_ih^T for a block's columns right before its recurrent tiles), instead of as one
-// GEMM over all steps first. The big GEMM writes a (T, B, G*H) buffer that, once it outgrows the
-// caches, streams through memory twice (written, then read by the gate math); fused, it shrinks to
-// one step that stays in L1/L2, at the price of reading all of W_ih once per step and of shorter
-// GEMM tiles. Automatic choice (fused_input_mode() == -1), measured on the 2-core Zen 5 machine:
-//   - a batch of 8+ rows, so that each W_ih panel row read per step serves enough rows (at B = 4,
-//     LSTM H256-H512 ran 2-3% slower fused);
-//   - W_ih and W_hh together within 8 MB, half this machine's last-level cache, so they stay
-//     cached across steps (LSTM H1024 B16, 32 MB of weights, ran 15% slower fused);
-//   - a projection buffer of 4 MB or more, which no longer stays in cache (LSTM I64 H256 B32 T100,
-//     13 MB: 15-25% faster fused; RNN I40 H320 B8 T200, 2 MB: 5-10% slower fused).
+// GEMM over all steps first. The big GEMM writes a (T, B, G*H) buffer that streams through the
+// caches twice (written, then read by the gate math); fused, it shrinks to one step that stays in
+// L1/L2, at the price of reading all of W_ih once per step. Automatic choice (fused_input_mode()
+// == -1), from paired timings of the two paths on the 2-core Zen 5 machine:
+//   - W_ih and W_hh together within 8 MB, half this machine's last-level cache, so that they stay
+//     cached across steps (LSTM H1024 B16, 32 MB of weights: 15% slower fused; RNN H1760 B16:
+//     9% slower);
+//   - and a batch that reuses each W_ih row read per step: 16+ rows (LSTM/GRU/RNN B16-B32 with
+//     inputs 64-512: 2-25% faster fused, 25% for LSTM I64 H256 B32 T100), or 8+ rows with an
+//     input of at most 8 values per row (GRU I64 H256 B8: 10% faster, LSTM I40 H320 B8: 7%;
+//     LSTM I128-I512 B8: 1-4% slower; B2-B4: up to 6% slower).
 // Fixed figures, not the cache sizes the OS reports (in a VM those can be the host's), so that the
 // choice, and with it the bits, is the same on every machine; never from the thread count.
 // Needs whole panels per gate (nr divides H).
-constexpr idx kFuseMinRows = 8;
 constexpr double kFuseMaxWeightBytes = 8.0 * (1 << 20);
-constexpr double kFuseMinProjectionBytes = 4.0 * (1 << 20);
 inline bool fused_input(const Geometry& g, idx l, std::size_t elem_bytes, int mode) {
   if (mode == 0 || g.H % g.nr != 0) return false;
   if (mode == 1) return true;
-  const double e = (double)elem_bytes;
-  const double weights = (double)g.GH * (double)(g.in_size(l) + g.H) * e;
-  const double projection = (double)g.T * (double)g.B * (double)g.GH * e;
-  return g.B >= kFuseMinRows && weights <= kFuseMaxWeightBytes &&
-         projection >= kFuseMinProjectionBytes;
+  const idx in = g.in_size(l);
+  const double weights = (double)g.GH * (double)(in + g.H) * (double)elem_bytes;
+  return weights <= kFuseMaxWeightBytes && (g.B >= 16 || (g.B >= 8 && in <= 8 * g.B));
 }
 
 inline bool row_active(const int64_t* len, idx b, idx t) { return !len || t < len[b]; }
