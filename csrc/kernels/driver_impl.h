@@ -52,6 +52,13 @@ inline void tile_gemm(int kc, const T* a, idx rsa, idx csa, const T* bp, T* c, i
   ukernel<T, TileShape<T>::mr, TileShape<T>::nv>(kc, a, rsa, csa, bp, c, ldc, m, n, accumulate);
 }
 
+// The two-operand tile of the fused step: c = a1 b1 + a2 b2 (ukernel2).
+template <class T>
+inline void tile_gemm2(int k1, const T* a1, idx rs1, const T* b1, int k2, const T* a2, idx rs2,
+                       const T* b2, T* c, idx ldc, int m) {
+  ukernel2<T, TileShape<T>::mr, TileShape<T>::nv>(k1, a1, rs1, b1, k2, a2, rs2, b2, c, ldc, m);
+}
+
 template <class T>
 Kern<T> kern_for() {
   return Kern<T>{&ukernel<T, TileShape<T>::mr, TileShape<T>::nv>, TileShape<T>::mr,
@@ -213,7 +220,7 @@ inline void backward_units(idx j0, idx j1, T* dh_cur, const T* dy, const T* hp, 
 template <class T, class Cell>
 void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, const T* xin,
                        T* yout, const T* h0, const T* c0, T* hn, T* cn, const int64_t* len,
-                       T* gx, T* hbuf, T* cbuf, bool fuse, const Team& team) {
+                       T* gx, T* hbuf, T* cbuf, bool fuse, const T* zgx, const Team& team) {
   const int tid = team.tid, nth = team.nth;
   const Kern<T> kern = kern_for<T>();
   const int mr = kern.mr, nr = g.nr;
@@ -226,6 +233,9 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
   // accumulating would stream this buffer through memory twice more). Either for all steps at once,
   // one large GEMM, or (fused_input) step by step inside the block loop below, into a one-step gx.
   if (!fuse) gemm_mt<T>(kern, tid, nth, T_ * B, GH, in, xin, in, 1, P.pk_wihT, gx, GH, false);
+  // Fused, and the cell adds the two projections before anything else (all but the GRU): one
+  // GEMM pass per tile computes their sum (tile_gemm2), and gx is not used.
+  const bool merged = fuse && !Cell::kSplitGh;
 
   // This thread's hidden units: blocks [u0, u1) of nr units, i.e. units [j0, j1).
   idx u0, u1;
@@ -276,9 +286,18 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
       const idx ju0 = u * nr, ju1 = std::min(H, ju0 + nr);
       for (idx r0 = 0; r0 < B; r0 += chunk_rows) {
         const idx r1 = std::min(B, r0 + chunk_rows);
-        if (fuse) {
+        if (merged) {
+          // x_t W_ih^T + h_{t-1} W_hh^T in one set of accumulators (whole nr-wide panels of
+          // wihT: fused_input needs nr | H); the gate math then reads a zero input projection.
+          for (int gg = 0; gg < G; ++gg)
+            for (idx i0 = r0; i0 < r1; i0 += mr)
+              tile_gemm2<T>((int)in, xt + i0 * in, in, P.pk_wihT + (gg * H + ju0) * in, (int)H,
+                            hprev + i0 * H, H, P.pk_whhT + (u * G + gg) * H * nr,
+                            tile + (i0 - r0) * G * nr + gg * nr, G * nr,
+                            (int)std::min<idx>(mr, r1 - i0));
+        } else if (fuse) {
           // This chunk's slice of the input projection, x_t W_ih^T for the block's columns of
-          // every gate (whole nr-wide panels of wihT: fused_input needs nr | H).
+          // every gate, into the one-step gx (the GRU's candidate keeps it apart from W_hh h).
           for (int gg = 0; gg < G; ++gg)
             for (idx i0 = r0; i0 < r1; i0 += mr)
               tile_gemm<T>((int)in, xt + i0 * in, in, 1, P.pk_wihT + (gg * H + ju0) * in,
@@ -292,11 +311,12 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
               for (idx j = ju0; j < ju1; j += 64 / (idx)sizeof(T))
                 __builtin_prefetch(gxt + b * GH + gg * H + j);
         }
-        for (int gg = 0; gg < G; ++gg)
-          for (idx i0 = r0; i0 < r1; i0 += mr)
-            tile_gemm<T>((int)H, hprev + i0 * H, H, 1, P.pk_whhT + (u * G + gg) * H * nr,
-                         tile + (i0 - r0) * G * nr + gg * nr, G * nr,
-                         (int)std::min<idx>(mr, r1 - i0), nr, 0);
+        if (!merged)
+          for (int gg = 0; gg < G; ++gg)
+            for (idx i0 = r0; i0 < r1; i0 += mr)
+              tile_gemm<T>((int)H, hprev + i0 * H, H, 1, P.pk_whhT + (u * G + gg) * H * nr,
+                           tile + (i0 - r0) * G * nr + gg * nr, G * nr,
+                           (int)std::min<idx>(mr, r1 - i0), nr, 0);
         bool staged = false;
         if constexpr (kCellStaged<Cell>) staged = r1 - r0 > 1;
         if constexpr (kCellStaged<Cell>) if (staged) {
@@ -309,11 +329,11 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
             StageIO<T> io;
             io.rows = q1 - q0;
             io.w = ju1 - ju0;
-            io.gx = gxt + q0 * GH + ju0;
+            io.gx = merged ? zgx + ju0 : gxt + q0 * GH + ju0;
             io.bx = P.bih + ju0;
             io.bh = P.bhh + ju0;
             io.gh = tile + (q0 - r0) * G * nr;
-            io.gxs = GH;
+            io.gxs = merged ? 0 : GH;
             io.gs = H;
             io.ghs = (idx)G * nr;
             io.ts = nr;
@@ -350,7 +370,7 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
             const T* ghr = tile + (b - r0) * G * nr - ju0;
 
             T* yr = yt + b * DH;
-            const T* gxb = gxt + b * GH;
+            const T* gxb = merged ? zgx : gxt + b * GH;
             T* stb = st ? st + b * S * H : yr;
             if (ju1 - ju0 == kNR) {
               if (st)
@@ -909,18 +929,24 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
   // The input projection buffer holds one step when every layer fuses it (fused_input), else all
   // steps. The mode is read once: another thread may change it during the call.
   const int fuse_mode = fused_input_mode();
-  bool all_fused = !kResetBefore<Cell>;
-  for (idx l = 0; l < g.L; ++l) all_fused = all_fused && fused_input(g, l, sizeof(T), fuse_mode);
+  bool all_fused = !kResetBefore<Cell>, any_fused = false;
+  for (idx l = 0; l < g.L; ++l) {
+    const bool f = !kResetBefore<Cell> && fused_input(g, l, sizeof(T), fuse_mode);
+    all_fused = all_fused && f;
+    any_fused = any_fused || f;
+  }
   const ScratchPlan<T> scratch({(all_fused ? g.B : TB) * g.GH, 2 * BH, g.lstm ? 2 * BH : 0,
-                                !train && g.L > 1 ? 2 * TB * g.DH : 0, g.bias ? 0 : g.GH,
+                                !train && g.L > 1 ? 2 * TB * g.DH : 0,
+                                g.bias && !any_fused ? 0 : g.GH,
                                 kResetBefore<Cell> && !train ? BH : 0});
   T* const gx = scratch[0];
   T* const hbuf = scratch[1];
   T* const cbuf = scratch[2];
   T* const inter = scratch[3];
-  T* const zeros = scratch[4];  // the biases of a model without bias
+  // zeros: the biases of a model without bias, and the input projection of a merged fused step
+  T* const zeros = scratch[4];
   T* const qbuf = scratch[5];   // r * h_{t-1} of the reset-before GRU, inference
-  if (!g.bias) std::fill(zeros, zeros + g.GH, T(0));
+  if (!g.bias || any_fused) std::fill(zeros, zeros + g.GH, T(0));
   static thread_local StepScheduler sched_storage;  // of the calling thread, reused across calls
   StepScheduler* const sched = &sched_storage;
 
@@ -955,7 +981,7 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
                                         team);
         else
           forward_direction<T, Cell>(g, l, d, P, xin, yout, h0, c0, hn, cn, a.lengths, gx,
-                                     hbuf, cbuf, fuse, team);
+                                     hbuf, cbuf, fuse, zeros, team);
       }
     }
     if (l < g.L - 1 && mask) scale_by_mask<T>(TB * g.DH, yout, mask + l * TB * g.DH, nt);

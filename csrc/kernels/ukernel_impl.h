@@ -41,67 +41,110 @@ constexpr int kPrefetchMinK = 256;
 // tiles keep KS interleaved partial sums over k (k mod KS) and add them in a fixed order at the end.
 // The order depends only on MR, which depends only on the batch size, never on threads.
 template <class T, int MR, int NV>
-void tile_fixed(int kc, const T* a, std::ptrdiff_t rsa, std::ptrdiff_t csa, const T* bp, T* c,
-                std::ptrdiff_t ldc, int n, int accumulate) {
+struct TileAcc {
   typedef typename Vec<T>::type V;
-  constexpr int L = Vec<T>::lanes;
-  constexpr int NR = NV * L;
-  constexpr int KS = MR * NV >= 8 ? 1 : 8 / (MR * NV);
+  static constexpr int L = Vec<T>::lanes;
+  static constexpr int NR = NV * L;
+  static constexpr int KS = MR * NV >= 8 ? 1 : 8 / (MR * NV);
   V acc[KS][MR][NV];
-  for (int s = 0; s < KS; ++s)
-    for (int i = 0; i < MR; ++i)
-      for (int v = 0; v < NV; ++v) acc[s][i][v] = V{};
-  // A short panel (a small hidden size) stays in L1/L2 from one call to the next, where the
-  // prefetches only take load slots: LSTM H64 B1 ran 15% slower with them.
-  const bool prefetch = kc >= kPrefetchMinK;
-  int k = 0;
-  for (; k + KS <= kc; k += KS) {
-    // The panel streams from L2/L3 (or memory, for a big model at a small batch): ask for it
-    // kPrefetchK rows ahead, one cache line per NR-wide row at a time. Reads past the panel's end
-    // only prefetch, which never faults.
-    for (int s = 0; s < KS; ++s) {
-      if (prefetch) {
-        const T* pf = bp + (std::ptrdiff_t)(k + s + kPrefetchK) * NR;
-        for (int v = 0; v < NR; v += 64 / (int)sizeof(T)) __builtin_prefetch(pf + v);
+
+  TileAcc() {
+    for (int s = 0; s < KS; ++s)
+      for (int i = 0; i < MR; ++i)
+        for (int v = 0; v < NV; ++v) acc[s][i][v] = V{};
+  }
+
+  // acc += A[MR x kc] * Bp[kc x NR], k in order (k mod KS into partial sum k mod KS; a tail of
+  // fewer than KS rows into the first).
+  inline void add(int kc, const T* a, std::ptrdiff_t rsa, std::ptrdiff_t csa, const T* bp) {
+    // A short panel (a small hidden size) stays in L1/L2 from one call to the next, where the
+    // prefetches only take load slots: LSTM H64 B1 ran 15% slower with them.
+    const bool prefetch = kc >= kPrefetchMinK;
+    int k = 0;
+    for (; k + KS <= kc; k += KS) {
+      // The panel streams from L2/L3 (or memory, for a big model at a small batch): ask for it
+      // kPrefetchK rows ahead, one cache line per NR-wide row at a time. Reads past the panel's
+      // end only prefetch, which never faults.
+      for (int s = 0; s < KS; ++s) {
+        if (prefetch) {
+          const T* pf = bp + (std::ptrdiff_t)(k + s + kPrefetchK) * NR;
+          for (int v = 0; v < NR; v += 64 / (int)sizeof(T)) __builtin_prefetch(pf + v);
+        }
+        V b[NV];
+        for (int v = 0; v < NV; ++v) b[v] = load<V>(bp + (std::ptrdiff_t)(k + s) * NR + v * L);
+        const T* ak = a + (std::ptrdiff_t)(k + s) * csa;
+        for (int i = 0; i < MR; ++i) {
+          const T ai = ak[i * rsa];
+          for (int v = 0; v < NV; ++v) acc[s][i][v] += ai * b[v];
+        }
       }
+    }
+    for (; k < kc; ++k) {  // tail: into the first set
       V b[NV];
-      for (int v = 0; v < NV; ++v) b[v] = load<V>(bp + (std::ptrdiff_t)(k + s) * NR + v * L);
-      const T* ak = a + (std::ptrdiff_t)(k + s) * csa;
+      for (int v = 0; v < NV; ++v) b[v] = load<V>(bp + (std::ptrdiff_t)k * NR + v * L);
+      const T* ak = a + (std::ptrdiff_t)k * csa;
       for (int i = 0; i < MR; ++i) {
         const T ai = ak[i * rsa];
-        for (int v = 0; v < NV; ++v) acc[s][i][v] += ai * b[v];
+        for (int v = 0; v < NV; ++v) acc[0][i][v] += ai * b[v];
       }
     }
   }
-  for (; k < kc; ++k) {  // tail: into the first set
-    V b[NV];
-    for (int v = 0; v < NV; ++v) b[v] = load<V>(bp + (std::ptrdiff_t)k * NR + v * L);
-    const T* ak = a + (std::ptrdiff_t)k * csa;
+
+  // C = acc, or C += acc when accumulate; only the first n columns.
+  inline void write(T* c, std::ptrdiff_t ldc, int n, int accumulate) {
+    for (int s = 1; s < KS; ++s)
+      for (int i = 0; i < MR; ++i)
+        for (int v = 0; v < NV; ++v) acc[0][i][v] += acc[s][i][v];
     for (int i = 0; i < MR; ++i) {
-      const T ai = ak[i * rsa];
-      for (int v = 0; v < NV; ++v) acc[0][i][v] += ai * b[v];
-    }
-  }
-  for (int s = 1; s < KS; ++s)
-    for (int i = 0; i < MR; ++i)
-      for (int v = 0; v < NV; ++v) acc[0][i][v] += acc[s][i][v];
-  for (int i = 0; i < MR; ++i) {
-    T* ci = c + i * ldc;
-    if (n == NR) {
-      for (int v = 0; v < NV; ++v) {
-        V r = acc[0][i][v];
-        if (accumulate) r += load<V>(ci + v * L);
-        store<V>(ci + v * L, r);
+      T* ci = c + i * ldc;
+      if (n == NR) {
+        for (int v = 0; v < NV; ++v) {
+          V r = acc[0][i][v];
+          if (accumulate) r += load<V>(ci + v * L);
+          store<V>(ci + v * L, r);
+        }
+      } else {
+        T tmp[NR];
+        for (int v = 0; v < NV; ++v) store<V>(tmp + v * L, acc[0][i][v]);
+        if (accumulate)
+          for (int j = 0; j < n; ++j) ci[j] += tmp[j];
+        else
+          for (int j = 0; j < n; ++j) ci[j] = tmp[j];
       }
-    } else {
-      T tmp[NR];
-      for (int v = 0; v < NV; ++v) store<V>(tmp + v * L, acc[0][i][v]);
-      if (accumulate)
-        for (int j = 0; j < n; ++j) ci[j] += tmp[j];
-      else
-        for (int j = 0; j < n; ++j) ci[j] = tmp[j];
     }
   }
+};
+
+template <class T, int MR, int NV>
+void tile_fixed(int kc, const T* a, std::ptrdiff_t rsa, std::ptrdiff_t csa, const T* bp, T* c,
+                std::ptrdiff_t ldc, int n, int accumulate) {
+  TileAcc<T, MR, NV> t;
+  t.add(kc, a, rsa, csa, bp);
+  t.write(c, ldc, n, accumulate);
+}
+
+// Two operands summed in one set of accumulators, C = A1 B1p + A2 B2p (both A row-major, full-width
+// panels): the fused forward step's x_t W_ih^T + h_{t-1} W_hh^T in one pass, without writing the
+// first product out and reading it back.
+template <class T, int MR, int NV>
+void tile_fixed2(int k1, const T* a1, std::ptrdiff_t rs1, const T* b1, int k2, const T* a2,
+                 std::ptrdiff_t rs2, const T* b2, T* c, std::ptrdiff_t ldc) {
+  TileAcc<T, MR, NV> t;
+  t.add(k1, a1, rs1, 1, b1);
+  t.add(k2, a2, rs2, 1, b2);
+  t.write(c, ldc, TileAcc<T, MR, NV>::NR, 0);
+}
+
+template <class T, int MR, int NV>
+void ukernel2(int k1, const T* a1, std::ptrdiff_t rs1, const T* b1, int k2, const T* a2,
+              std::ptrdiff_t rs2, const T* b2, T* c, std::ptrdiff_t ldc, int m) {
+  if constexpr (MR > 1) {
+    if (m < MR) {
+      ukernel2<T, MR - 1, NV>(k1, a1, rs1, b1, k2, a2, rs2, b2, c, ldc, m);
+      return;
+    }
+  }
+  tile_fixed2<T, MR, NV>(k1, a1, rs1, b1, k2, a2, rs2, b2, c, ldc);
 }
 
 // Dispatch on the number of valid rows so that no row of A beyond m is ever read.
