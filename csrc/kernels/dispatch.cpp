@@ -1,9 +1,9 @@
 // Chooses the micro-kernel path once, from the CPU's features, unless RNNFAST_ISA forces one.
 #include <atomic>
 #include <cstdlib>
-#include <stdexcept>
 #include <cstring>
 #include <initializer_list>
+#include <stdexcept>
 #include <string>
 
 #include "../rnnfast.h"
