@@ -119,6 +119,14 @@ void gemm_mt(const Kern<T>& kern, int tid, int nth, idx M, idx N, idx K, const T
         const int n = (int)std::min<idx>(nr, je - j);
         for (idx i = ib; i < ie; i += mr) {
           const int m = (int)std::min<idx>(mr, ie - i);
+          // Accumulating into C (a weight gradient): its rows are read, added to and written back,
+          // and with a shallow K (one step of a small batch) waiting for them is most of the time.
+          // Ask for the next row tile's C lines now, while this tile computes.
+          if (acc)
+            for (idx r = i + mr; r < std::min(ie, i + 2 * (idx)mr); ++r) {
+              __builtin_prefetch(c + r * ldc + j, 1);
+              __builtin_prefetch(c + r * ldc + j + n - 1, 1);
+            }
           if (pack_a)
             kern.fn(kc, apack.data() + (i - ib) * kc, 1, mr, bpanel, c + i * ldc + j, ldc, m, n,
                     acc);
