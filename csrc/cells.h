@@ -79,6 +79,21 @@ RF_ALWAYS_INLINE void stage_gather(const StageIO<T>& a, int g, T* out) {
   }
 }
 
+// Training: the four staged arrays p0..p3 of row r (already offset to the row) into the row's
+// stored slots 0..3 (st + r*sts, slot stride gs), units k < w.
+template <class T>
+RF_ALWAYS_INLINE void stage_store4(const StageIO<T>& a, ptrdiff_t r, const T* p0, const T* p1,
+                                   const T* p2, const T* p3) {
+  T* st = a.st + r * a.sts;
+#pragma GCC ivdep
+  for (ptrdiff_t k = 0; k < a.w; ++k) {
+    st[k] = p0[k];
+    st[a.gs + k] = p1[k];
+    st[2 * a.gs + k] = p2[k];
+    st[3 * a.gs + k] = p3[k];
+  }
+}
+
 template <class T>
 RF_ALWAYS_INLINE void stage_sigmoid(ptrdiff_t n, T* v) {
 #pragma GCC ivdep
@@ -197,16 +212,7 @@ struct LstmCell {
         hn[k] = h;
         y[k] = h;
       }
-      if constexpr (Store) {
-        T* st = a.st + r * a.sts;
-#pragma GCC ivdep
-        for (ptrdiff_t k = 0; k < a.w; ++k) {
-          st[k] = pi[e0 + k];
-          st[a.gs + k] = pf[e0 + k];
-          st[2 * a.gs + k] = pg[e0 + k];
-          st[3 * a.gs + k] = po[e0 + k];
-        }
-      }
+      if constexpr (Store) stage_store4(a, r, pi + e0, pf + e0, pg + e0, po + e0);
     }
   }
   // c_t = f c_{t-1} + i g;  h_t = o tanh(c_t).  *dc carries dL/dc_t in and dL/dc_{t-1} out.
@@ -394,16 +400,7 @@ struct GruCell {
         hn[k] = h;
         y[k] = h;
       }
-      if constexpr (Store) {
-        T* st = a.st + r * a.sts;
-#pragma GCC ivdep
-        for (ptrdiff_t k = 0; k < a.w; ++k) {
-          st[k] = pr[e0 + k];
-          st[a.gs + k] = pz[e0 + k];
-          st[2 * a.gs + k] = pn[e0 + k];
-          st[3 * a.gs + k] = phn[e0 + k];
-        }
-      }
+      if constexpr (Store) stage_store4(a, r, pr + e0, pz + e0, pn + e0, phn + e0);
     }
   }
   static RF_ALWAYS_INLINE void bwd(T dh, T hprev, const T* st, ptrdiff_t gs, T, T, T, T*, T* dgx, T* dgh,
