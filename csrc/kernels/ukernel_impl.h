@@ -58,36 +58,43 @@ struct TileAcc {
   // fewer than KS rows into the first).
   inline void add(int kc, const T* a, std::ptrdiff_t rsa, std::ptrdiff_t csa, const T* bp) {
     // A short panel (a small hidden size) stays in L1/L2 from one call to the next, where the
-    // prefetches only take load slots: LSTM H64 B1 ran 15% slower with them.
-    const bool prefetch = kc >= kPrefetchMinK;
+    // prefetches only take load slots: LSTM H64 B1 ran 15% slower with them. The choice is made
+    // once per call, outside the k loop (tested inside it, GCC kept the test and a second taken
+    // branch in every iteration of the hot loop).
+    int k = kc >= kPrefetchMinK ? add_steps<true>(kc, a, rsa, csa, bp)
+                                : add_steps<false>(kc, a, rsa, csa, bp);
+    for (; k < kc; ++k) step(0, k, a, csa, rsa, bp);  // tail: into the first set
+  }
+
+  // One k row into partial sum s.
+  inline void step(int s, int k, const T* a, std::ptrdiff_t csa, std::ptrdiff_t rsa, const T* bp) {
+    V b[NV];
+    for (int v = 0; v < NV; ++v) b[v] = load<V>(bp + (std::ptrdiff_t)k * NR + v * L);
+    const T* ak = a + (std::ptrdiff_t)k * csa;
+    for (int i = 0; i < MR; ++i) {
+      const T ai = ak[i * rsa];
+      for (int v = 0; v < NV; ++v) acc[s][i][v] += ai * b[v];
+    }
+  }
+
+  // Whole groups of KS rows; returns the first k not done.
+  template <bool kPrefetch>
+  inline int add_steps(int kc, const T* a, std::ptrdiff_t rsa, std::ptrdiff_t csa, const T* bp) {
     int k = 0;
+#pragma GCC unroll 4
     for (; k + KS <= kc; k += KS) {
-      // The panel streams from L2/L3 (or memory, for a big model at a small batch): ask for it
-      // kPrefetchK rows ahead, one cache line per NR-wide row at a time. Reads past the panel's
-      // end only prefetch, which never faults.
       for (int s = 0; s < KS; ++s) {
-        if (prefetch) {
+        // The panel streams from L2/L3 (or memory, for a big model at a small batch): ask for it
+        // kPrefetchK rows ahead, one cache line per NR-wide row at a time. Reads past the
+        // panel's end only prefetch, which never faults.
+        if constexpr (kPrefetch) {
           const T* pf = bp + (std::ptrdiff_t)(k + s + kPrefetchK) * NR;
           for (int v = 0; v < NR; v += 64 / (int)sizeof(T)) __builtin_prefetch(pf + v);
         }
-        V b[NV];
-        for (int v = 0; v < NV; ++v) b[v] = load<V>(bp + (std::ptrdiff_t)(k + s) * NR + v * L);
-        const T* ak = a + (std::ptrdiff_t)(k + s) * csa;
-        for (int i = 0; i < MR; ++i) {
-          const T ai = ak[i * rsa];
-          for (int v = 0; v < NV; ++v) acc[s][i][v] += ai * b[v];
-        }
+        step(s, k + s, a, csa, rsa, bp);
       }
     }
-    for (; k < kc; ++k) {  // tail: into the first set
-      V b[NV];
-      for (int v = 0; v < NV; ++v) b[v] = load<V>(bp + (std::ptrdiff_t)k * NR + v * L);
-      const T* ak = a + (std::ptrdiff_t)k * csa;
-      for (int i = 0; i < MR; ++i) {
-        const T ai = ak[i * rsa];
-        for (int v = 0; v < NV; ++v) acc[0][i][v] += ai * b[v];
-      }
-    }
+    return k;
   }
 
   // C = acc, or C += acc when accumulate; only the first n columns.
