@@ -58,24 +58,46 @@ constexpr idx kKC = 256;
 constexpr idx kMC = 96;
 constexpr idx kNC = 512;
 
+template <class T, int MR>
+inline void copy_rows(const T* src, T* d) {
+  for (int r = 0; r < MR; ++r) d[r] = src[r];
+}
+
 // Copy the A block rows [i0, i1) x k [p0, p0 + kc) into panels of mr rows: panel q holds
 // a(i0 + q*mr + r, p0 + k) at out[q*kc*mr + k*mr + r] (rows past i1 are zero).
 template <class T>
 void pack_a_block(const T* a, idx rsa, idx csa, idx i0, idx i1, idx p0, int kc, int mr, T* out) {
+  if (rsa == 1) {
+    // Transposed A (e.g. dG^T, whose k rows are G*H values apart): the mr values of one k are
+    // contiguous. The rows of a k range are read once per panel, so k goes in blocks of 8: their
+    // lines stay in L1 from one panel to the next even when the row stride is a multiple of 4 KB
+    // (all in one L1 set; a whole KC range of rows would be evicted before the next panel came).
+    // Plain loops, not memcpy: a runtime-sized memcpy of mr values is a libc call per k.
+    constexpr int kKB = 8;
+    for (int k0 = 0; k0 < kc; k0 += kKB) {
+      const int k1 = std::min(kc, k0 + kKB);
+      for (idx i = i0, q = 0; i < i1; i += mr, ++q) {
+        T* dst = out + q * kc * mr;
+        const idx rows = std::min<idx>(mr, i1 - i);
+        const T* src = a + i + p0 * csa;
+        if (rows == 6 && mr == 6) {
+          for (int k = k0; k < k1; ++k) copy_rows<T, 6>(src + k * csa, dst + k * 6);
+        } else if (rows == 8 && mr == 8) {
+          for (int k = k0; k < k1; ++k) copy_rows<T, 8>(src + k * csa, dst + k * 8);
+        } else {
+          for (int k = k0; k < k1; ++k) {
+            T* d = dst + k * mr;
+            for (idx r = 0; r < rows; ++r) d[r] = src[k * csa + r];
+            for (idx r = rows; r < mr; ++r) d[r] = T(0);
+          }
+        }
+      }
+    }
+    return;
+  }
   for (idx i = i0, q = 0; i < i1; i += mr, ++q) {
     T* dst = out + q * kc * mr;
     const idx rows = std::min<idx>(mr, i1 - i);
-    if (rsa == 1) {  // transposed A: the mr values of one k are contiguous
-      // A plain loop, not memcpy: a runtime-sized memcpy of mr values is a libc call per k,
-      // which cost ~8% of a training step.
-      for (int k = 0; k < kc; ++k) {
-        const T* src = a + i + (p0 + k) * csa;
-        T* d = dst + k * mr;
-        for (idx r = 0; r < rows; ++r) d[r] = src[r];
-        for (idx r = rows; r < mr; ++r) d[r] = T(0);
-      }
-      continue;
-    }
     for (int k = 0; k < kc; ++k) {
       const T* src = a + i * rsa + (p0 + k) * csa;
       for (idx r = 0; r < rows; ++r) dst[k * mr + r] = src[r * rsa];
