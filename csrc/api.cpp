@@ -66,6 +66,13 @@ int threads_for_call(const Desc& d) {
   return threads_for(Geometry(d, nr_for(d)), get_num_threads());
 }
 
+int forward_panels_per_block(const Desc& d) {
+  check_desc(d);
+  const Geometry g(d, nr_for(d));
+  return (int)forward_panels_per_block(g, threads_for(g, get_num_threads()),
+                                       d.cell == kGruResetBefore, wide_blocks_mode());
+}
+
 int64_t param_count(const Desc& d) { return Geometry(d, nr_for(d)).param_total(); }
 int64_t workspace_size(const Desc& d) { return Geometry(d, nr_for(d)).ws_total(); }
 int64_t packed_size(const Desc& d) { return Geometry(d, nr_for(d)).packed_total(); }

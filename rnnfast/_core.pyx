@@ -61,6 +61,7 @@ cdef extern from "rnnfast.h" namespace "rnnfast":
     void set_num_threads(int) except +
     int get_num_threads()
     int threads_for_call(const Desc&) except +
+    int forward_panels_per_block(const Desc&) except +
     bint has_openmp()
     const char* isa_name()
     void eval_activation(int, const float*, float*, int64_t) except + nogil
@@ -69,6 +70,8 @@ cdef extern from "rnnfast.h" namespace "rnnfast":
     bint select_isa(const char*)
     void set_fused_input_mode(int) except +
     int fused_input_mode()
+    void set_wide_blocks_mode(int) except +
+    int wide_blocks_mode()
 
 
 cdef Desc _desc(tuple t) except *:
@@ -182,6 +185,12 @@ def core_threads_for_call(tuple desc):
     return threads_for_call(_desc(desc))
 
 
+def core_forward_panels_per_block(tuple desc):
+    """Kernel panels per scheduled block of a forward call's time loop (1, or 4 at batch 1);
+    results do not depend on it. For tests."""
+    return forward_panels_per_block(_desc(desc))
+
+
 def core_fma_peak(int threads, double seconds=0.3):
     cdef double r
     with nogil:
@@ -229,3 +238,13 @@ def core_set_fused_input_mode(int mode):
 
 def core_fused_input_mode():
     return fused_input_mode()
+
+
+def core_set_wide_blocks_mode(int mode):
+    """Whether a batch-1 forward schedules blocks of 4 kernel panels: -1 automatic (default),
+    0 never, 1 always (results are bitwise the same). Tests and benchmarks only."""
+    set_wide_blocks_mode(mode)
+
+
+def core_wide_blocks_mode():
+    return wide_blocks_mode()

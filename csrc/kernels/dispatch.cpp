@@ -46,6 +46,7 @@ KernelSet& current() {
 }
 
 std::atomic<int> g_fused_input_mode{-1};
+std::atomic<int> g_wide_blocks_mode{-1};
 
 }  // namespace
 
@@ -56,6 +57,14 @@ void set_fused_input_mode(int mode) {
   g_fused_input_mode.store(mode);
 }
 int fused_input_mode() { return g_fused_input_mode.load(); }
+
+void set_wide_blocks_mode(int mode) {
+  if (mode < -1 || mode > 1)
+    throw std::invalid_argument("wide blocks mode must be -1 (auto), 0 (never) or 1 (always), got " +
+                                std::to_string(mode));
+  g_wide_blocks_mode.store(mode);
+}
+int wide_blocks_mode() { return g_wide_blocks_mode.load(); }
 
 const KernelSet& active_kernels() { return current(); }
 

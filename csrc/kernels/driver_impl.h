@@ -217,10 +217,13 @@ inline void backward_units(idx j0, idx j1, T* dh_cur, const T* dy, const T* hp, 
 // Forward over one (layer, direction); called by every thread of the region.
 //   xin (T, B, In)  ->  yout columns [d*H, d*H+H) of (T, B, D*H);  h0/c0, hn/cn (B, H) or null.
 //   gx (T, B, GH) scratch; hbuf/cbuf (2, B, H) ping-pong states for inference.
+//   fuse: the input projection step by step (fused_input); wide: batch 1 in blocks of
+//   kWidePanels panels (forward_panels_per_block; the scheduler counts those blocks).
 template <class T, class Cell>
 void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, const T* xin,
                        T* yout, const T* h0, const T* c0, T* hn, T* cn, const int64_t* len,
-                       T* gx, T* hbuf, T* cbuf, bool fuse, const T* zgx, const Team& team) {
+                       T* gx, T* hbuf, T* cbuf, bool fuse, bool wide, const T* zgx,
+                       const Team& team) {
   const int tid = team.tid, nth = team.nth;
   const Kern<T> kern = kern_for<T>();
   const int mr = kern.mr, nr = g.nr;
@@ -265,6 +268,9 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
   // value a pass reads was written by it (fwd_rows fills the lanes past a partial block with 0).
   constexpr idx kStageRows = std::max(1, 512 / kNR);
   alignas(64) T stage[kCellStaged<Cell> ? (G + 2) * kStageRows * kNR : 1];
+  constexpr idx kWide = kWidePanels;
+  static_assert(kWide * kNR <= kStageRows * kNR && G * kWide * kNR * sizeof(T) <= kTileBytes,
+                "a wide block's staging arrays and tile fit the per-step buffers");
   StepScheduler& sched = *team.sched;
   for (idx s = 0; s < T_; ++s) {
     const idx t = rev ? T_ - 1 - s : s;
@@ -399,9 +405,72 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
       }
       sched.finish();
     };
+    // Batch 1, blocks of kWide panels (forward_panels_per_block): the tiles of every panel into
+    // a (G, kWide*nr) tile, then the gate math of the block's units in one pass.
+    auto run_wide = [&](idx wb) {
+      constexpr int kW = kWide * kNR;
+      const idx pu0 = wb * kWide, pu1 = std::min(g.unit_blocks(), pu0 + kWide);
+      const idx ju0 = pu0 * nr, ju1 = std::min(H, pu1 * nr);
+      for (idx j = ju0; j < ju1; j += 64 / (idx)sizeof(T))
+        for (int gg = 0; gg < G; ++gg) __builtin_prefetch(gxt + gg * H + j);
+      for (idx pu = pu0; pu < pu1; ++pu)
+        for (int gg = 0; gg < G; ++gg)
+          tile_gemm<T>((int)H, hprev, H, 1, P.pk_whhT + (pu * G + gg) * H * nr,
+                       tile + gg * kW + (pu - pu0) * nr, kW, 1,
+                       (int)std::min<idx>(nr, H - pu * nr), 0);
+      if (!row_active(len, 0, t)) {  // past the row's length: state carried, output zero
+        for (idx j = ju0; j < ju1; ++j) {
+          hnew[j] = hprev[j];
+          if (Cell::kHasC) cnew[j] = cprev[j];
+          yt[j] = T(0);
+        }
+      } else if constexpr (kCellStaged<Cell>) {
+        unsigned char active[1] = {1};
+        StageIO<T> io;
+        io.rows = 1;
+        io.w = ju1 - ju0;
+        io.gx = gxt + ju0;
+        io.bx = P.bih + ju0;
+        io.bh = P.bhh + ju0;
+        io.gh = tile;
+        io.gxs = GH;
+        io.gs = H;
+        io.ghs = (idx)G * kW;
+        io.ts = kW;
+        io.hp = hprev + ju0;
+        io.cp = cprev + ju0;
+        io.hn = hnew + ju0;
+        io.cn = cnew + ju0;
+        io.hs = H;
+        io.y = yt + ju0;
+        io.ys = DH;
+        io.st = st ? st + ju0 : nullptr;
+        io.sts = S * H;
+        io.active = active;
+        io.pre = stage;
+        if (st)
+          Cell::template fwd_rows<true, kW>(io);
+        else
+          Cell::template fwd_rows<false, kW>(io);
+      } else {
+        T* stb = st ? st : yt;
+        if (st)
+          forward_units<T, Cell, true>(ju0, ju1, gxt, P.bih, tile - ju0, kW, P.bhh, H, hprev,
+                                       cprev, hnew, cnew, stb, yt, P.peep, P.clip);
+        else
+          forward_units<T, Cell, false>(ju0, ju1, gxt, P.bih, tile - ju0, kW, P.bhh, H, hprev,
+                                        cprev, hnew, cnew, stb, yt, P.peep, P.clip);
+      }
+      sched.finish();
+    };
     idx u;
     for (int k = 0; k < nth; ++k)  // own blocks first, then the others' unstarted ones
-      while (sched.claim((tid + k) % nth, s, &u)) run_block(u);
+      while (sched.claim((tid + k) % nth, s, &u)) {
+        if (wide)
+          run_wide(u);
+        else
+          run_block(u);
+      }
     sched.wait_step(s);
   }
 
@@ -929,6 +998,7 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
   // The input projection buffer holds one step when every layer fuses it (fused_input), else all
   // steps. The mode is read once: another thread may change it during the call.
   const int fuse_mode = fused_input_mode();
+  const int wide_mode = wide_blocks_mode();
   bool all_fused = !kResetBefore<Cell>, any_fused = false;
   for (idx l = 0; l < g.L; ++l) {
     const bool f = !kResetBefore<Cell> && fused_input(g, l, sizeof(T), fuse_mode);
@@ -970,10 +1040,13 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
         DenormalGuard<T> guard;
         // OpenMP may grant fewer threads than asked for (nesting, thread limits): size the barrier
         // and the scheduler from the team actually running.
+        // Wide blocks compute no fused input projection: one-panel blocks where it is fused.
+        const idx panels =
+            fuse ? 1 : forward_panels_per_block(g, thread_count(), kResetBefore<Cell>, wide_mode);
 #pragma omp single
         {
           bar.reset(thread_count());
-          sched->reset(thread_count(), g.unit_blocks());
+          sched->reset(thread_count(), ceil_div(g.unit_blocks(), panels));
         }
         const Team team{thread_id(), thread_count(), &bar, sched};
         if constexpr (kResetBefore<Cell>)
@@ -981,7 +1054,7 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
                                         team);
         else
           forward_direction<T, Cell>(g, l, d, P, xin, yout, h0, c0, hn, cn, a.lengths, gx,
-                                     hbuf, cbuf, fuse, zeros, team);
+                                     hbuf, cbuf, fuse, panels == kWidePanels, zeros, team);
       }
     }
     if (l < g.L - 1 && mask) scale_by_mask<T>(TB * g.DH, yout, mask + l * TB * g.DH, nt);
