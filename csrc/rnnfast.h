@@ -102,8 +102,8 @@ int get_num_threads();
 // fewer when the per-step work is too small to pay for a barrier per step.
 int threads_for_call(const Desc& d);
 // Panels (of the active kernel's width) per scheduled block of a forward call's time loop with
-// this descriptor, at threads_for_call(d) threads and the current wide_blocks_mode(): 1, or 4
-// (see forward_panels_per_block in geometry.h); 1 for a layer whose input projection is fused
+// this descriptor, at threads_for_call(d) threads and the current wide_blocks_mode(): 1, or 4 at
+// batches of 1-4 rows (see forward_panels_per_block in geometry.h); 1 for a layer whose input projection is fused
 // (which fused_input_mode() 1 can force at batch 1). Results do not depend on it.
 int forward_panels_per_block(const Desc& d);
 bool has_openmp();
@@ -126,9 +126,9 @@ void eval_activation(int which, const float* x, float* y, int64_t n);
 void set_fused_input_mode(int mode);
 int fused_input_mode();
 
-// Whether a batch-1 forward schedules blocks of 4 kernel panels (gate math of 4 panels' units in
-// one pass) instead of 1: -1 automatic (the default: when every thread gets 4 panels or more),
-// 0 never, 1 always (every batch-1 forward but the reset-before GRU's). Results are bitwise the
+// Whether a forward of 1-4 batch rows schedules blocks of 4 kernel panels (gate math of 4 panels'
+// units in one pass) instead of 1: -1 automatic (the default: when every thread gets 4 panels or
+// more), 0 never, 1 always (every such forward but the reset-before GRU's). Results are bitwise the
 // same; for tests that cover both paths at any shape, and for paired timings. Values outside
 // -1..1 throw std::invalid_argument.
 void set_wide_blocks_mode(int mode);

@@ -186,8 +186,8 @@ def core_threads_for_call(tuple desc):
 
 
 def core_forward_panels_per_block(tuple desc):
-    """Kernel panels per scheduled block of a forward call's time loop (1, or 4 at batch 1);
-    results do not depend on it. For tests."""
+    """Kernel panels per scheduled block of a forward call's time loop (1, or 4 at batches of 1-4
+    rows); results do not depend on it. For tests."""
     return forward_panels_per_block(_desc(desc))
 
 
@@ -241,8 +241,8 @@ def core_fused_input_mode():
 
 
 def core_set_wide_blocks_mode(int mode):
-    """Whether a batch-1 forward schedules blocks of 4 kernel panels: -1 automatic (default),
-    0 never, 1 always (results are bitwise the same). Tests and benchmarks only."""
+    """Whether a forward of 1-4 batch rows schedules blocks of 4 kernel panels: -1 automatic
+    (default), 0 never, 1 always (results are bitwise the same). Tests and benchmarks only."""
     set_wide_blocks_mode(mode)
 
 

@@ -1,14 +1,14 @@
-"""Batch-1 forward in wide blocks.
+"""Small-batch forward in wide blocks.
 
-At batch 1 the forward time loop schedules blocks of 4 kernel panels instead of 1 when every thread
-gets at least 4 panels (``forward_panels_per_block`` in csrc/geometry.h): the GEMM tiles of the four
+At batches of 1-4 rows the forward time loop schedules blocks of 4 kernel panels instead of 1 when
+every thread gets at least 4 panels (``forward_panels_per_block`` in csrc/geometry.h): the GEMM tiles of the four
 panels first, then the gate math of all their units in one pass. The per-unit operations are the
 same, so every result must be bitwise that of one-panel blocks. ``_core.core_set_wide_blocks_mode``
 forces either path (0 never, 1 always) so that both run at any shape.
 Checked: every cell, the LSTM variants and the clip cells (whose gate math is not staged), at a
-hidden size with a partial last panel and a partial last block, inference and training with all
-gradients, a sequence shorter than T, 1 and 2 threads; parity with torch and the numpy references
-on the wide path; the automatic choice and bad modes.
+hidden size with a partial last panel and a partial last block, batches of 1 and 3, inference and
+training with all gradients, sequences shorter than T, 1 and 2 threads; parity with torch and the
+numpy references on the wide path; the automatic choice and bad modes.
 """
 import numpy as np
 import pytest
@@ -36,44 +36,46 @@ def wide_mode():
     _core.core_set_wide_blocks_mode(-1)
 
 
-def _both_paths(m, run):
+def _both_paths(m, run, B=1):
     """run() under one-panel blocks and under wide blocks, on 1 and 2 threads."""
     out = {}
     for mode in (0, 1):
         _core.core_set_wide_blocks_mode(mode)
         for n in (1, 2):
             rf.set_num_threads(n)
-            assert _core.core_forward_panels_per_block(m._desc(T, 1)) == (4 if mode else 1)
+            assert _core.core_forward_panels_per_block(m._desc(T, B)) == (4 if mode else 1)
             out[mode, n] = run()
     return out
 
 
-@pytest.mark.parametrize("lengths", [None, [T - 3]], ids=["full", "short"])
+@pytest.mark.parametrize("B,lengths", [(1, None), (1, [T - 3]), (3, None), (3, [T - 3, T, 2])],
+                         ids=["B1-full", "B1-short", "B3-full", "B3-ragged"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_bitwise_same_as_one_panel_blocks(cell, dtype, lengths, wide_mode, restore_threads):
+def test_bitwise_same_as_one_panel_blocks(cell, dtype, B, lengths, wide_mode, restore_threads):
     rng = np.random.default_rng(500 + CELLS.index(cell))
     m, _ = make_pair(cell, I, H, L, True, False, True, dtype, seed=5)
-    x, hx, ry, rh, rc = make_data(rng, cell, T, 1, I, H, L, True, False, dtype)
-    out = _both_paths(m, lambda: _everything(m, cell, x, hx, lengths, ry, rh, rc))
+    x, hx, ry, rh, rc = make_data(rng, cell, T, B, I, H, L, True, False, dtype)
+    out = _both_paths(m, lambda: _everything(m, cell, x, hx, lengths, ry, rh, rc), B)
     ref = out[0, 1]
     assert np.any(ref["dx"] != 0) and np.all(np.isfinite(ref["y"]))
-    if lengths is not None:
-        assert np.all(ref["y"][lengths[0]:] == 0)
+    for b, n in enumerate(lengths or []):
+        assert np.all(ref["y"][n:, b] == 0)
     for key, got in out.items():
         _assert_bitwise(ref, got, f"{cell} {dtype} mode {key[0]}, {key[1]} threads")
 
 
+@pytest.mark.parametrize("B,lengths", [(1, None), (4, [T - 3, T, 2, 5])], ids=["B1", "B4-ragged"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_wide_blocks_match_torch(cell, dtype, wide_mode):
+def test_wide_blocks_match_torch(cell, dtype, B, lengths, wide_mode):
     _core.core_set_wide_blocks_mode(1)
     rng = np.random.default_rng(600 + CELLS.index(cell))
     m, tm = make_pair(cell, I, H, L, True, False, True, dtype, seed=6)
-    x, hx, ry, rh, rc = make_data(rng, cell, T, 1, I, H, L, True, False, dtype)
-    ref = torch_run(tm, cell, x, hx, None, ry, rh, rc, False)
-    got = rf_run(m, cell, x, hx, None, ry, rh, rc)
-    assert_all_close(got, ref, PARITY_TOL[dtype], f"{cell} {dtype} batch 1, wide blocks")
+    x, hx, ry, rh, rc = make_data(rng, cell, T, B, I, H, L, True, False, dtype)
+    ref = torch_run(tm, cell, x, hx, lengths, ry, rh, rc, False)
+    got = rf_run(m, cell, x, hx, lengths, ry, rh, rc)
+    assert_all_close(got, ref, PARITY_TOL[dtype], f"{cell} {dtype} batch {B}, wide blocks")
 
 
 def test_fused_input_projection_keeps_one_panel_blocks(wide_mode):
@@ -148,8 +150,9 @@ def test_automatic_choice(wide_mode, restore_threads):
     _core.core_set_wide_blocks_mode(-1)
     assert _core.core_wide_blocks_mode() == -1
     m = rf.LSTM(16, 512, seed=0)  # 16+ panels of every width
-    assert _core.core_forward_panels_per_block(m._desc(5, 1)) == 4
-    assert _core.core_forward_panels_per_block(m._desc(5, 2)) == 1  # batch 1 only
+    for B in (1, 2, 4):
+        assert _core.core_forward_panels_per_block(m._desc(5, B)) == 4
+    assert _core.core_forward_panels_per_block(m._desc(5, 5)) == 1  # batches of 1-4 only
     small = rf.LSTM(16, 8, seed=0)  # one panel
     assert _core.core_forward_panels_per_block(small._desc(5, 1)) == 1
     rb = rf.GRU(16, 512, linear_before_reset=False, seed=0)  # its own two-phase loop

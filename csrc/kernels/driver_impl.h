@@ -17,6 +17,7 @@
 #pragma once
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "../barrier.h"
@@ -217,7 +218,7 @@ inline void backward_units(idx j0, idx j1, T* dh_cur, const T* dy, const T* hp, 
 // Forward over one (layer, direction); called by every thread of the region.
 //   xin (T, B, In)  ->  yout columns [d*H, d*H+H) of (T, B, D*H);  h0/c0, hn/cn (B, H) or null.
 //   gx (T, B, GH) scratch; hbuf/cbuf (2, B, H) ping-pong states for inference.
-//   fuse: the input projection step by step (fused_input); wide: batch 1 in blocks of
+//   fuse: the input projection step by step (fused_input); wide: 1-4 rows in blocks of
 //   kWidePanels panels (forward_panels_per_block; the scheduler counts those blocks).
 template <class T, class Cell>
 void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, const T* xin,
@@ -269,8 +270,11 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
   constexpr idx kStageRows = std::max(1, 512 / kNR);
   alignas(64) T stage[kCellStaged<Cell> ? (G + 2) * kStageRows * kNR : 1];
   constexpr idx kWide = kWidePanels;
-  static_assert(kWide * kNR <= kStageRows * kNR && G * kWide * kNR * sizeof(T) <= kTileBytes,
-                "a wide block's staging arrays and tile fit the per-step buffers");
+  static_assert(kWideMaxRows * kWide <= kStageRows &&
+                    kWideMaxRows * G * kWide * kNR * sizeof(T) <= kTileBytes &&
+                    kWideMaxRows <= TileShape<T>::mr,
+                "a wide block's staging arrays and tile fit the per-step buffers, its rows one "
+                "row tile");
   StepScheduler& sched = *team.sched;
   for (idx s = 0; s < T_; ++s) {
     const idx t = rev ? T_ - 1 - s : s;
@@ -405,29 +409,27 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
       }
       sched.finish();
     };
-    // Batch 1, blocks of kWide panels (forward_panels_per_block): the tiles of every panel into
-    // a (G, kWide*nr) tile, then the gate math of the block's units in one pass.
-    auto run_wide = [&](idx wb) {
+    // Small batches, blocks of kWide panels (forward_panels_per_block): the tiles of every
+    // panel into a (B, G, kWide*nr) tile, then the gate math of the block's units in one pass.
+    // rows: B, as a compile-time 1 at batch 1 (fixed trip counts in the staged loops; LSTM H256
+    // B1 ran 3-5% slower with the count known only at run time).
+    auto run_wide = [&](idx wb, auto rows) {
       constexpr int kW = kWide * kNR;
       const idx pu0 = wb * kWide, pu1 = std::min(g.unit_blocks(), pu0 + kWide);
       const idx ju0 = pu0 * nr, ju1 = std::min(H, pu1 * nr);
-      for (idx j = ju0; j < ju1; j += 64 / (idx)sizeof(T))
-        for (int gg = 0; gg < G; ++gg) __builtin_prefetch(gxt + gg * H + j);
+      const idx ts = (idx)G * kW;  // row stride of the tile
+      for (idx b = 0; b < (idx)rows; ++b)
+        for (idx j = ju0; j < ju1; j += 64 / (idx)sizeof(T))
+          for (int gg = 0; gg < G; ++gg) __builtin_prefetch(gxt + b * GH + gg * H + j);
       for (idx pu = pu0; pu < pu1; ++pu)
         for (int gg = 0; gg < G; ++gg)
           tile_gemm<T>((int)H, hprev, H, 1, P.pk_whhT + (pu * G + gg) * H * nr,
-                       tile + gg * kW + (pu - pu0) * nr, kW, 1,
+                       tile + gg * kW + (pu - pu0) * nr, ts, (int)rows,
                        (int)std::min<idx>(nr, H - pu * nr), 0);
-      if (!row_active(len, 0, t)) {  // past the row's length: state carried, output zero
-        for (idx j = ju0; j < ju1; ++j) {
-          hnew[j] = hprev[j];
-          if (Cell::kHasC) cnew[j] = cprev[j];
-          yt[j] = T(0);
-        }
-      } else if constexpr (kCellStaged<Cell>) {
-        unsigned char active[1] = {1};
+      unsigned char active[kWideMaxRows];
+      for (idx b = 0; b < (idx)rows; ++b) active[b] = row_active(len, b, t) ? 1 : 0;
+      if constexpr (kCellStaged<Cell>) {
         StageIO<T> io;
-        io.rows = 1;
         io.w = ju1 - ju0;
         io.gx = gxt + ju0;
         io.bx = P.bih + ju0;
@@ -435,7 +437,7 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
         io.gh = tile;
         io.gxs = GH;
         io.gs = H;
-        io.ghs = (idx)G * kW;
+        io.ghs = ts;
         io.ts = kW;
         io.hp = hprev + ju0;
         io.cp = cprev + ju0;
@@ -448,26 +450,43 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
         io.sts = S * H;
         io.active = active;
         io.pre = stage;
+        io.rows = rows;
         if (st)
           Cell::template fwd_rows<true, kW>(io);
         else
           Cell::template fwd_rows<false, kW>(io);
-      } else {
-        T* stb = st ? st : yt;
-        if (st)
-          forward_units<T, Cell, true>(ju0, ju1, gxt, P.bih, tile - ju0, kW, P.bhh, H, hprev,
-                                       cprev, hnew, cnew, stb, yt, P.peep, P.clip);
-        else
-          forward_units<T, Cell, false>(ju0, ju1, gxt, P.bih, tile - ju0, kW, P.bhh, H, hprev,
-                                        cprev, hnew, cnew, stb, yt, P.peep, P.clip);
+      }
+      for (idx b = 0; b < (idx)rows; ++b) {
+        const idx hb = b * H;
+        if (!active[b]) {  // past this row's length: state carried, output zero
+          for (idx j = ju0; j < ju1; ++j) {
+            hnew[hb + j] = hprev[hb + j];
+            if (Cell::kHasC) cnew[hb + j] = cprev[hb + j];
+            yt[b * DH + j] = T(0);
+          }
+        } else if constexpr (!kCellStaged<Cell>) {
+          T* yr = yt + b * DH;
+          T* stb = st ? st + b * S * H : yr;
+          const T* ghr = tile + b * ts - ju0;
+          if (st)
+            forward_units<T, Cell, true>(ju0, ju1, gxt + b * GH, P.bih, ghr, kW, P.bhh, H,
+                                         hprev + hb, cprev + hb, hnew + hb, cnew + hb, stb, yr,
+                                         P.peep, P.clip);
+          else
+            forward_units<T, Cell, false>(ju0, ju1, gxt + b * GH, P.bih, ghr, kW, P.bhh, H,
+                                          hprev + hb, cprev + hb, hnew + hb, cnew + hb, stb, yr,
+                                          P.peep, P.clip);
+        }
       }
       sched.finish();
     };
     idx u;
     for (int k = 0; k < nth; ++k)  // own blocks first, then the others' unstarted ones
       while (sched.claim((tid + k) % nth, s, &u)) {
-        if (wide)
-          run_wide(u);
+        if (wide && B == 1)
+          run_wide(u, std::integral_constant<idx, 1>{});
+        else if (wide)
+          run_wide(u, B);
         else
           run_block(u);
       }
