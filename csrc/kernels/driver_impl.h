@@ -421,11 +421,15 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
       for (idx b = 0; b < (idx)rows; ++b)
         for (idx j = ju0; j < ju1; j += 64 / (idx)sizeof(T))
           for (int gg = 0; gg < G; ++gg) __builtin_prefetch(gxt + b * GH + gg * H + j);
-      for (idx pu = pu0; pu < pu1; ++pu)
+      // Panels in the scheduler's serpentine order (odd steps backwards, see StepScheduler), so
+      // that weights beyond the last-level cache are met while still cached.
+      for (idx i = 0; i < pu1 - pu0; ++i) {
+        const idx pu = (s & 1) ? pu1 - 1 - i : pu0 + i;
         for (int gg = 0; gg < G; ++gg)
           tile_gemm<T>((int)H, hprev, H, 1, P.pk_whhT + (pu * G + gg) * H * nr,
                        tile + gg * kW + (pu - pu0) * nr, ts, (int)rows,
                        (int)std::min<idx>(nr, H - pu * nr), 0);
+      }
       unsigned char active[kWideMaxRows];
       for (idx b = 0; b < (idx)rows; ++b) active[b] = row_active(len, b, t) ? 1 : 0;
       if constexpr (kCellStaged<Cell>) {
