@@ -48,22 +48,21 @@ KernelSet& current() {
 std::atomic<int> g_fused_input_mode{-1};
 std::atomic<int> g_wide_blocks_mode{-1};
 
+// A path switch for tests and paired timings: -1 auto, 0 never, 1 always.
+void set_mode(std::atomic<int>& m, int mode, const char* what) {
+  if (mode < -1 || mode > 1)
+    throw std::invalid_argument(std::string(what) +
+                                " mode must be -1 (auto), 0 (never) or 1 (always), got " +
+                                std::to_string(mode));
+  m.store(mode);
+}
+
 }  // namespace
 
-void set_fused_input_mode(int mode) {
-  if (mode < -1 || mode > 1)
-    throw std::invalid_argument("fused input mode must be -1 (auto), 0 (never) or 1 (always), got " +
-                                std::to_string(mode));
-  g_fused_input_mode.store(mode);
-}
+void set_fused_input_mode(int mode) { set_mode(g_fused_input_mode, mode, "fused input"); }
 int fused_input_mode() { return g_fused_input_mode.load(); }
 
-void set_wide_blocks_mode(int mode) {
-  if (mode < -1 || mode > 1)
-    throw std::invalid_argument("wide blocks mode must be -1 (auto), 0 (never) or 1 (always), got " +
-                                std::to_string(mode));
-  g_wide_blocks_mode.store(mode);
-}
+void set_wide_blocks_mode(int mode) { set_mode(g_wide_blocks_mode, mode, "wide blocks"); }
 int wide_blocks_mode() { return g_wide_blocks_mode.load(); }
 
 const KernelSet& active_kernels() { return current(); }

@@ -290,6 +290,44 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
     T* const gxt = fuse ? gx : gx + t * B * GH;
     const T* const xt = xin + t * B * in;
     T* yt = yout + t * B * DH + d * H;
+    // Row b past its length, units [ja, jb): state carried, output zero.
+    auto carry_row = [&](idx b, idx ja, idx jb) {
+      const idx hb = b * H;
+      for (idx j = ja; j < jb; ++j) {
+        hnew[hb + j] = hprev[hb + j];
+        if (Cell::kHasC) cnew[hb + j] = cprev[hb + j];
+        yt[b * DH + j] = T(0);
+      }
+    };
+    // Staged gate math (StageIO in cells.h) of rows [q0, q0 + rows) x units [ja, jb): their
+    // input projections at gxr (row stride gxs), their GEMM tile at ghr (row stride ghs, gate
+    // stride ts).
+    auto stage_io = [&](idx q0, idx rows, idx ja, idx jb, const T* gxr, idx gxs, const T* ghr,
+                        idx ghs, idx ts, const unsigned char* active) {
+      StageIO<T> io;
+      io.rows = rows;
+      io.w = jb - ja;
+      io.gx = gxr;
+      io.bx = P.bih + ja;
+      io.bh = P.bhh + ja;
+      io.gh = ghr;
+      io.gxs = gxs;
+      io.gs = H;
+      io.ghs = ghs;
+      io.ts = ts;
+      io.hp = hprev + q0 * H + ja;
+      io.cp = cprev + q0 * H + ja;
+      io.hn = hnew + q0 * H + ja;
+      io.cn = cnew + q0 * H + ja;
+      io.hs = H;
+      io.y = yt + q0 * DH + ja;
+      io.ys = DH;
+      io.st = st ? st + q0 * S * H + ja : nullptr;
+      io.sts = S * H;
+      io.active = active;
+      io.pre = stage;
+      return io;
+    };
     // One block: the recurrent GEMM tiles of units [ju0, ju1) for all rows, each chunk of rows
     // followed at once by the gate math of its rows.
     auto run_block = [&](idx u) {
@@ -336,41 +374,15 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
             const idx q1 = std::min(r1, q0 + kStageRows);
             unsigned char active[kStageRows];
             for (idx b = q0; b < q1; ++b) active[b - q0] = row_active(len, b, t) ? 1 : 0;
-            StageIO<T> io;
-            io.rows = q1 - q0;
-            io.w = ju1 - ju0;
-            io.gx = merged ? zgx + ju0 : gxt + q0 * GH + ju0;
-            io.bx = P.bih + ju0;
-            io.bh = P.bhh + ju0;
-            io.gh = tile + (q0 - r0) * G * nr;
-            io.gxs = merged ? 0 : GH;
-            io.gs = H;
-            io.ghs = (idx)G * nr;
-            io.ts = nr;
-            io.hp = hprev + q0 * H + ju0;
-            io.cp = cprev + q0 * H + ju0;
-            io.hn = hnew + q0 * H + ju0;
-            io.cn = cnew + q0 * H + ju0;
-            io.hs = H;
-            io.y = yt + q0 * DH + ju0;
-            io.ys = DH;
-            io.st = st ? st + q0 * S * H + ju0 : nullptr;
-            io.sts = S * H;
-            io.active = active;
-            io.pre = stage;
+            const StageIO<T> io = stage_io(
+                q0, q1 - q0, ju0, ju1, merged ? zgx + ju0 : gxt + q0 * GH + ju0,
+                merged ? 0 : GH, tile + (q0 - r0) * G * nr, (idx)G * nr, nr, active);
             if (st)
               Cell::template fwd_rows<true, kNR>(io);
             else
               Cell::template fwd_rows<false, kNR>(io);
-            for (idx b = q0; b < q1; ++b) {
-              if (active[b - q0]) continue;
-              const idx hb = b * H;  // past this row's length: state carried, output zero
-              for (idx j = ju0; j < ju1; ++j) {
-                hnew[hb + j] = hprev[hb + j];
-                if (Cell::kHasC) cnew[hb + j] = cprev[hb + j];
-                yt[b * DH + j] = T(0);
-              }
-            }
+            for (idx b = q0; b < q1; ++b)
+              if (!active[b - q0]) carry_row(b, ju0, ju1);
           }
         }
         if (!staged)
@@ -398,12 +410,8 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
               forward_units<T, Cell, false>(ju0, ju1, gxb, P.bih, ghr, nr, P.bhh, H, hprev + hb,
                                             cprev + hb, hnew + hb, cnew + hb, stb, yr, P.peep, P.clip);
             }
-          } else {  // past this row's length: state carried, output zero
-            for (idx j = ju0; j < ju1; ++j) {
-              hnew[hb + j] = hprev[hb + j];
-              if (Cell::kHasC) cnew[hb + j] = cprev[hb + j];
-              yt[b * DH + j] = T(0);
-            }
+          } else {
+            carry_row(b, ju0, ju1);
           }
         }
       }
@@ -433,28 +441,7 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
       unsigned char active[kWideMaxRows];
       for (idx b = 0; b < (idx)rows; ++b) active[b] = row_active(len, b, t) ? 1 : 0;
       if constexpr (kCellStaged<Cell>) {
-        StageIO<T> io;
-        io.w = ju1 - ju0;
-        io.gx = gxt + ju0;
-        io.bx = P.bih + ju0;
-        io.bh = P.bhh + ju0;
-        io.gh = tile;
-        io.gxs = GH;
-        io.gs = H;
-        io.ghs = ts;
-        io.ts = kW;
-        io.hp = hprev + ju0;
-        io.cp = cprev + ju0;
-        io.hn = hnew + ju0;
-        io.cn = cnew + ju0;
-        io.hs = H;
-        io.y = yt + ju0;
-        io.ys = DH;
-        io.st = st ? st + ju0 : nullptr;
-        io.sts = S * H;
-        io.active = active;
-        io.pre = stage;
-        io.rows = rows;
+        const StageIO<T> io = stage_io(0, rows, ju0, ju1, gxt + ju0, GH, tile, ts, kW, active);
         if (st)
           Cell::template fwd_rows<true, kW>(io);
         else
@@ -462,12 +449,8 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
       }
       for (idx b = 0; b < (idx)rows; ++b) {
         const idx hb = b * H;
-        if (!active[b]) {  // past this row's length: state carried, output zero
-          for (idx j = ju0; j < ju1; ++j) {
-            hnew[hb + j] = hprev[hb + j];
-            if (Cell::kHasC) cnew[hb + j] = cprev[hb + j];
-            yt[b * DH + j] = T(0);
-          }
+        if (!active[b]) {
+          carry_row(b, ju0, ju1);
         } else if constexpr (!kCellStaged<Cell>) {
           T* yr = yt + b * DH;
           T* stb = st ? st + b * S * H : yr;
