@@ -14,7 +14,7 @@ cnp.import_array()
 cdef extern from "losses.h" namespace "rnnfast":
     double softmax_cross_entropy[T](const T* logits, const int64_t* targets, int64_t n, int64_t c,
                                     int64_t ignore_index, double label_smoothing,
-                                    double grad_scale, T* row_loss, T* dlogits) nogil except +
+                                    double grad_scale, T* row_loss, T* dlogits) except + nogil
 
 
 cdef inline void* _ptr(object a):
