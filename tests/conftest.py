@@ -28,17 +28,22 @@ PARITY_TOL = {"float64": 1e-10, "float32": 1e-4}
 # --------------------------------------------------------------------------
 # error measures
 # --------------------------------------------------------------------------
+def central_diff_at(arr, idx, loss, eps):
+    """d loss() / d arr[idx] by a central difference, perturbing arr in place (restored after)."""
+    orig = arr[idx]
+    arr[idx] = orig + eps
+    lp = loss()
+    arr[idx] = orig - eps
+    lm = loss()
+    arr[idx] = orig
+    return (lp - lm) / (2 * eps)
+
+
 def central_diff(arr, loss, eps):
     """d loss() / d arr by central differences, perturbing arr in place (restored after)."""
     num = np.zeros_like(arr)
     for idx in np.ndindex(arr.shape):
-        orig = arr[idx]
-        arr[idx] = orig + eps
-        lp = loss()
-        arr[idx] = orig - eps
-        lm = loss()
-        arr[idx] = orig
-        num[idx] = (lp - lm) / (2 * eps)
+        num[idx] = central_diff_at(arr, idx, loss, eps)
     return num
 
 

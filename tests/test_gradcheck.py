@@ -11,7 +11,9 @@ import pytest
 import torch  # noqa: F401  (the oracle must be importable; see conftest)
 
 import rnnfast as rf
-from conftest import CELLS, assert_all_close, assert_rel, is_lstm, rf_infer, rf_model
+from conftest import (
+    CELLS, assert_all_close, assert_rel, central_diff_at, is_lstm, rf_infer, rf_model,
+)
 
 EPS = 1e-6
 TOL = 1e-6
@@ -66,16 +68,6 @@ def _dstate(cell, rh, rc):
     return rh
 
 
-def _central(arr, idx, f):
-    orig = arr[idx]
-    arr[idx] = orig + EPS
-    lp = f()
-    arr[idx] = orig - EPS
-    lm = f()
-    arr[idx] = orig
-    return (lp - lm) / (2 * EPS)
-
-
 def numeric_grads(evaluate, sd, x, hx, cell):
     """evaluate(sd, x, hx) -> scalar loss.  Returns dx, dh0 (dc0), grad:<name>."""
     sd = {k: np.array(v, dtype=np.float64, copy=True) for k, v in sd.items()}
@@ -90,17 +82,17 @@ def numeric_grads(evaluate, sd, x, hx, cell):
     out = {}
     g = np.zeros_like(x)
     for idx in np.ndindex(x.shape):
-        g[idx] = _central(x, idx, f)
+        g[idx] = central_diff_at(x, idx, f, EPS)
     out["dx"] = g
     for key, arr in hx_arrays.items():
         g = np.zeros_like(arr)
         for idx in np.ndindex(arr.shape):
-            g[idx] = _central(arr, idx, f)
+            g[idx] = central_diff_at(arr, idx, f, EPS)
         out[key] = g
     for name, arr in sd.items():
         g = np.zeros_like(arr)
         for idx in np.ndindex(arr.shape):
-            g[idx] = _central(arr, idx, f)
+            g[idx] = central_diff_at(arr, idx, f, EPS)
         out["grad:" + name] = g
     return out
 
