@@ -6,10 +6,15 @@ rounds (see run_shape); each cell of the table is the median over rounds, with t
 range as the spread (printed as +-half of it, in percent of the median).
 
 Columns: effective GFLOP/s counts the GEMM work (2 flops per multiply-add; training = 3x forward),
-`%peak` divides it by the FMA peak that the core measures on this machine with the same threads,
-and for memory-bound shapes (batch <= 4 with recurrent weights larger than L2) `%bw` compares the
-time with the time needed to stream the recurrent weights once per step at the read bandwidth the
-core measures for a buffer of that size.
+`%peak` divides it by the FMA peak that the core measures on this machine with the same threads.
+`bound` comes from a roofline lower bound on the time of the shape (roofline()): phase by phase (per
+layer and direction, the input projection as one GEMM that reads W_ih once, then T recurrent steps
+that each read W_hh once), the larger of the time its flops take at the measured FMA peak and the
+time its weights take to stream at the read bandwidth the core measures for a buffer the size of
+the data read between two reads of those weights. A shape whose memory-limited phases outweigh its
+compute-limited ones, and whose weights exceed the threads' L2 caches, is marked memory-bound;
+`%bw` is then the lower bound over the measured time (100% = as fast as the measured bandwidth and
+peak allow; above 100%, weights stayed in a cache level that the bandwidth probe did not see).
 """
 import datetime
 import json
@@ -26,7 +31,24 @@ from ._rnn import GRU, LSTM, RNN
 from ._threads import get_num_threads, set_num_threads
 
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-L2_BYTES = 1 << 20  # per core on the machines we target; only decides the "memory-bound" label
+
+
+def l2_bytes():
+    """Size of one core's L2 cache from Linux sysfs; 1 MiB where it cannot be read."""
+    import glob
+
+    for d in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*")):
+        try:
+            with open(d + "/level") as f:
+                if f.read().strip() != "2":
+                    continue
+            with open(d + "/size") as f:
+                text = f.read().strip().upper()
+            mult = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
+            return int(text.rstrip("KM")) * mult
+        except (OSError, ValueError):
+            continue
+    return 1 << 20
 
 
 def _shape(cell, hidden, batch, steps, mode, source, input_size=None, layers=1, bidir=False):
@@ -80,8 +102,44 @@ def flops(s):
     return total * (3 if s["mode"] == "training" else 1)
 
 
-def recurrent_weight_bytes(s):
-    return s["L"] * s["D"] * _GATES[s["cell"]] * s["H"] * s["H"] * 4
+def weight_bytes(s):
+    """float32 bytes of every weight matrix of the model (W_ih and W_hh of all layers)."""
+    G, H, D = _GATES[s["cell"]], s["H"], s["D"]
+    return sum(D * G * H * ((s["I"] if layer == 0 else D * H) + H) * 4 for layer in range(s["L"]))
+
+
+def roofline(s, peak_gflops, bandwidth_gbs):
+    """Lower bound on the time of one call of shape s, from an FMA peak (GFLOP/s) and a read
+    bandwidth: bandwidth_gbs(nbytes) is the GB/s at which weights are read when nbytes of data are
+    read between two reads of the same weights (bigger sets fall out of the caches).
+
+    Per layer and direction, two phases: the input projection (2*T*B*G*H*I flops; W_ih read once
+    per call, with all the model's weights read in between) and T recurrent steps (2*B*G*H*H flops
+    each, and W_hh read once per step: the layer's W_hh in between, or the whole model for a
+    one-step call). A phase takes at least the larger of flops / peak and bytes / bandwidth.
+    Training adds the backward: the same phases once more (the recurrent steps stream W_hh again,
+    the input gradient reads W_ih) and the weight gradients, whose flops equal the forward's and
+    which read activations, not weights.
+    Returns dict(time_s, memory_s, compute_s): the bound and its memory- and compute-limited parts.
+    """
+    G, H, T, B, D = _GATES[s["cell"]], s["H"], s["T"], s["B"], s["D"]
+    peak = peak_gflops * 1e9
+    model = weight_bytes(s)
+    memory = compute = 0.0
+    for layer in range(s["L"]):
+        in_size = s["I"] if layer == 0 else D * H
+        whh = D * G * H * H * 4.0
+        for fl, nbytes, cycle in ((2.0 * T * B * G * H * in_size, G * H * in_size * 4.0, model),
+                                  (2.0 * T * B * G * H * H, T * G * H * H * 4.0,
+                                   model if T == 1 else whh)):
+            tc, tm = D * fl / peak, D * nbytes / (bandwidth_gbs(cycle) * 1e9)
+            if tm > tc:
+                memory += tm
+            else:
+                compute += tc
+    if s["mode"] == "training":
+        memory, compute = 2 * memory, 2 * compute + flops(dict(s, mode="inference")) / peak
+    return dict(time_s=memory + compute, memory_s=memory, compute_s=compute)
 
 
 # ------------------------------------------------------------------------------------ frameworks
@@ -305,7 +363,7 @@ def run_shape(s, peers, threads, rng, budget_s=1.5, min_rounds=5, max_rounds=25)
 def machine_info(threads):
     peak = _core.core_fma_peak(threads, 0.3)
     return dict(threads=threads, isa=_core.core_isa_name(), fma_peak_gflops=peak,
-                python=sys.version.split()[0], platform=platform.platform(),
+                l2_bytes=l2_bytes(), python=sys.version.split()[0], platform=platform.platform(),
                 processor=_cpu_name(), date=datetime.date.today().isoformat())
 
 
@@ -367,14 +425,19 @@ def _derived(s, res, info, bw_cache, threads):
     best_peer = min(peer_times, key=peer_times.get) if peer_times else None
     d = dict(gflops=gflops, peak_frac=gflops / info["fma_peak_gflops"], best_peer=best_peer,
              speedup=(peer_times[best_peer] / t) if best_peer else None, bound="compute")
-    wbytes = recurrent_weight_bytes(s)
-    if s["B"] <= 4 and wbytes > L2_BYTES * threads:
-        key = 1 << int(math.ceil(math.log2(wbytes)))
+    def bandwidth(nbytes):  # measured once per size (rounded up to 64 KiB) and thread count
+        key = max(1, -(-int(nbytes) // 65536)) * 65536
         if key not in bw_cache:
             bw_cache[key] = _core.core_read_bandwidth(threads, key, 0.2)
-        bw = bw_cache[key] * 1e9
-        traffic = wbytes * s["T"] * (3 if s["mode"] == "training" else 1)
-        d.update(bound="memory", bandwidth_gbs=bw / 1e9, bw_frac=(traffic / bw) / t)
+        return bw_cache[key]
+
+    roof = roofline(s, info["fma_peak_gflops"], bandwidth)
+    d.update(bandwidth_gbs=bandwidth(weight_bytes(s)), roofline_s=roof["time_s"],
+             roof_frac=roof["time_s"] / t)
+    # Memory-bound: the weights do not fit in the threads' L2 caches and reading them takes longer
+    # than the flops (smaller models that lose to both are bound by fixed per-call costs instead).
+    if weight_bytes(s) > threads * info["l2_bytes"] and roof["memory_s"] > roof["compute_s"]:
+        d.update(bound="memory", bw_frac=roof["time_s"] / t)
     return d
 
 

@@ -30,6 +30,9 @@ def test_bench_cli_writes_table_and_json(tiny_sets, tmp_path, capsys):
             assert err < 1e-4, (row["label"], peer, err)
         if "torch" in row["times"]:
             assert row["speedup"] > 0
+        assert row["bandwidth_gbs"] > 0 and row["roofline_s"] > 0 and row["roof_frac"] > 0
+        assert row["bound"] in ("compute", "memory")
+        assert (row["bound"] == "memory") == ("bw_frac" in row)
 
 
 def test_flops_counts_gemm_work():
@@ -39,3 +42,49 @@ def test_flops_counts_gemm_work():
     assert benchmark.flops(s) == expected
     s["mode"] = "training"
     assert benchmark.flops(s) == 3 * expected
+
+
+def test_weight_bytes_counts_every_matrix():
+    s = benchmark._shape("gru", 4, 2, 3, "inference", "x", input_size=5, layers=2, bidir=True)
+    # layer 0: 2 dirs * 3*H*(I+H) floats; layer 1: input D*H
+    assert benchmark.weight_bytes(s) == 4 * (2 * 12 * (5 + 4) + 2 * 12 * (8 + 4))
+
+
+def test_roofline_phases():
+    # LSTM I=H=512, batch 1, 100 steps, peak 200 GFLOP/s, 100 GB/s: the input projection is one
+    # compute-limited GEMM (2*100*2048*512 flops = 1.048576 ms), each step is limited by reading
+    # W_hh (4 MiB = 0.04194304 ms).
+    s = benchmark._shape("lstm", 512, 1, 100, "inference", "x")
+    seen = []
+
+    def bw(nbytes):
+        seen.append(nbytes)
+        return 100.0
+
+    r = benchmark.roofline(s, 200.0, bw)
+    # W_hh is read every step with only W_hh in between; W_ih once per call, the model in between
+    assert sorted(set(seen)) == [2048 * 512 * 4, 2 * 2048 * 512 * 4]
+    proj = 2 * 100 * 2048 * 512 / 200e9
+    step = 2048 * 512 * 4 / 100e9
+    assert r["compute_s"] == pytest.approx(proj, rel=1e-12)
+    assert r["memory_s"] == pytest.approx(100 * step, rel=1e-12)
+    assert r["time_s"] == pytest.approx(proj + 100 * step, rel=1e-12)
+    # one step: W_ih (read once) and W_hh are both streamed
+    seen.clear()
+    one = benchmark.roofline(dict(s, T=1), 200.0, bw)
+    assert set(seen) == {2 * 2048 * 512 * 4}  # one-step calls: the whole model between reads
+    assert one["compute_s"] == 0 and one["memory_s"] == pytest.approx(2 * step, rel=1e-12)
+    # batch 64: every phase compute-limited, the bound is the flop count at the peak
+    big = dict(s, B=64)
+    assert benchmark.roofline(big, 200.0, bw)["time_s"] == pytest.approx(
+        benchmark.flops(big) / 200e9, rel=1e-12)
+    assert benchmark.roofline(big, 200.0, bw)["memory_s"] == 0
+    # training: forward phases twice, plus the weight gradients at the peak
+    tr = benchmark.roofline(dict(s, mode="training"), 200.0, bw)
+    assert tr["memory_s"] == pytest.approx(2 * r["memory_s"], rel=1e-12)
+    assert tr["compute_s"] == pytest.approx(2 * proj + benchmark.flops(s) / 200e9, rel=1e-12)
+
+
+def test_l2_bytes_is_a_cache_size():
+    n = benchmark.l2_bytes()
+    assert 64 << 10 <= n <= 64 << 20 and n % 1024 == 0
