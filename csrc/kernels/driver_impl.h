@@ -82,6 +82,20 @@ int thread_count() {
 #endif
 }
 
+// Runs body() on a team of nt threads. A team of one runs on the calling thread without a parallel
+// region: libgomp allocates and frees a team for every region, even of one thread, which was a
+// tenth of a small one-step call. (Outside a region thread_id() is 0, thread_count() 1, and an
+// `omp single` is run by the caller.)
+template <class F>
+void run_team(int nt, F&& body) {
+  if (nt <= 1) {
+    body();
+    return;
+  }
+#pragma omp parallel num_threads(nt)
+  body();
+}
+
 // Flush denormals to zero (float only) for the lifetime of a parallel region, per thread.
 template <class T>
 struct DenormalGuard {
@@ -1041,8 +1055,7 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
       T* hn = static_cast<T*>(a.hn) + so;
       T* cn = a.cn ? static_cast<T*>(a.cn) + so : nullptr;
       SpinBarrier bar(nt);
-#pragma omp parallel num_threads(nt)
-      {
+      run_team(nt, [&] {
         DenormalGuard<T> guard;
         // OpenMP may grant fewer threads than asked for (nesting, thread limits): size the barrier
         // and the scheduler from the team actually running.
@@ -1061,7 +1074,7 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
         else
           forward_direction<T, Cell>(g, l, d, P, xin, yout, h0, c0, hn, cn, a.lengths, gx,
                                      hbuf, cbuf, fuse, panels == kWidePanels, zeros, team);
-      }
+      });
     }
     if (l < g.L - 1 && mask) scale_by_mask<T>(TB * g.DH, yout, mask + l * TB * g.DH, nt);
   }
@@ -1103,8 +1116,7 @@ void backward_t(const Desc& desc, const ForwardArgs& f, const BackwardArgs& bw) 
       T* dh0 = static_cast<T*>(bw.dh0) + so;
       T* dc0 = bw.dc0 ? static_cast<T*>(bw.dc0) + so : nullptr;
       SpinBarrier bar(nt);
-#pragma omp parallel num_threads(nt)
-      {
+      run_team(nt, [&] {
         DenormalGuard<T> guard;
         // OpenMP may grant fewer threads than asked for (nesting, thread limits): size the barrier
         // from the team actually running.
@@ -1117,7 +1129,7 @@ void backward_t(const Desc& desc, const ForwardArgs& f, const BackwardArgs& bw) 
         else
           backward_direction<T, Cell>(g, l, d, P, xin, dyl, dhn, dcn, dh0, dc0, f.lengths, dp,
                                       dxin, d > 0, dgx, dgh, dhbuf, dcbuf, packbuf, team);
-      }
+      });
     }
     if (l > 0 && mask) scale_by_mask<T>(TB * g.DH, dxin, mask + (l - 1) * TB * g.DH, nt);
     dyl = dxin;
