@@ -10,7 +10,8 @@ from rnnfast import _core
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
 @pytest.mark.parametrize("ta", [False, True])
 @pytest.mark.parametrize("tb", [False, True])
-@pytest.mark.parametrize("M,N,K", [(1, 1, 1), (7, 33, 5), (97, 130, 300), (600, 40, 17)])
+@pytest.mark.parametrize("M,N,K", [(1, 1, 1), (7, 33, 5), (97, 130, 300), (600, 40, 17),
+                                   (100, 70, 260), (150, 40, 33)])
 def test_gemm_matches_numpy(dtype, tol, ta, tb, M, N, K):
     rng = np.random.default_rng(M + N + K)
     a = rng.standard_normal((K, M) if ta else (M, K)).astype(dtype)
@@ -37,6 +38,21 @@ def test_gemm_same_bits_for_any_thread_count():
             _core.core_gemm(a, b, c)
             out.append(c)
     assert np.array_equal(out[0], out[1])
+
+
+def test_gemm_rows_do_not_depend_on_row_blocking():
+    # M decides how the rows fall into row blocks and whether the last row tile is partial; a row
+    # in a whole row tile must get the same bits whatever M is.
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((294, 600)).astype(np.float32)
+    b = rng.standard_normal((600, 70)).astype(np.float32)
+    ref = None
+    for M in (96, 102, 144, 150, 294):
+        c = np.empty((M, 70), np.float32)
+        _core.core_gemm(a[:M], b, c)
+        if ref is None:
+            ref = c[:90].copy()
+        assert np.array_equal(c[:90], ref), M
 
 
 def test_gemm_rejects_mismatched_shapes():
