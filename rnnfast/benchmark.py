@@ -115,7 +115,7 @@ def roofline(s, peak_gflops, bandwidth_gbs):
 
     Per layer and direction, two phases: the input projection (2*T*B*G*H*I flops; W_ih read once
     per call, with all the model's weights read in between) and T recurrent steps (2*B*G*H*H flops
-    each, and W_hh read once per step: the layer's W_hh in between, or the whole model for a
+    each, and W_hh read once per step: that direction's W_hh in between, or the whole model for a
     one-step call). A phase takes at least the larger of flops / peak and bytes / bandwidth.
     Training adds the backward: the same phases once more (the recurrent steps stream W_hh again,
     the input gradient reads W_ih) and the weight gradients, whose flops equal the forward's and
@@ -128,7 +128,7 @@ def roofline(s, peak_gflops, bandwidth_gbs):
     memory = compute = 0.0
     for layer in range(s["L"]):
         in_size = s["I"] if layer == 0 else D * H
-        whh = D * G * H * H * 4.0
+        whh = G * H * H * 4.0  # the directions run one after the other
         for fl, nbytes, cycle in ((2.0 * T * B * G * H * in_size, G * H * in_size * 4.0, model),
                                   (2.0 * T * B * G * H * H, T * G * H * H * 4.0,
                                    model if T == 1 else whh)):

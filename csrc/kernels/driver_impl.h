@@ -84,8 +84,8 @@ int thread_count() {
 
 // Runs body() on a team of nt threads. A team of one runs on the calling thread without a parallel
 // region: libgomp allocates and frees a team for every region, even of one thread (0.5 us of the
-// 3 us that Stream.step took for an LSTM with hidden size 1). (Outside a region thread_id() is 0, thread_count() 1, and an
-// `omp single` is run by the caller.)
+// 3 us that Stream.step took for an LSTM with hidden size 1). Outside a region thread_id() is 0,
+// thread_count() 1, and an `omp single` is run by the caller.
 template <class F>
 void run_team(int nt, F&& body) {
   if (nt <= 1) {
