@@ -103,8 +103,9 @@ int get_num_threads();
 int threads_for_call(const Desc& d);
 // Panels (of the active kernel's width) per scheduled block of a forward call's time loop with
 // this descriptor, at threads_for_call(d) threads and the current wide_blocks_mode(): 1, or 4 at
-// batches of 1-4 rows (see forward_panels_per_block in geometry.h); 1 for a layer whose input projection is fused
-// (which fused_input_mode() 1 can force at batch 1). Results do not depend on it.
+// batches of 1-4 rows (see forward_panels_per_block in geometry.h); 1 for a layer whose input
+// projection is fused (which fused_input_mode() 1 can force at batch 1). Results do not depend on
+// it.
 int forward_panels_per_block(const Desc& d);
 bool has_openmp();
 

@@ -1,10 +1,11 @@
 """Small-batch forward in wide blocks.
 
 At batches of 1-4 rows the forward time loop schedules blocks of 4 kernel panels instead of 1 when
-every thread gets at least 4 panels (``forward_panels_per_block`` in csrc/geometry.h): the GEMM tiles of the four
-panels first, then the gate math of all their units in one pass. The per-unit operations are the
-same, so every result must be bitwise that of one-panel blocks. ``_core.core_set_wide_blocks_mode``
-forces either path (0 never, 1 always) so that both run at any shape.
+every thread gets at least 4 panels (``forward_panels_per_block`` in csrc/geometry.h): the GEMM
+tiles of the four panels first, then the gate math of all their units in one pass. The per-unit
+operations are the same, so every result must be bitwise that of one-panel blocks.
+``_core.core_set_wide_blocks_mode`` forces either path (0 never, 1 always) so that both run at any
+shape.
 Checked: every cell, the LSTM variants and the clip cells (whose gate math is not staged), at a
 hidden size with a partial last panel and a partial last block, batches of 1 and 3, inference and
 training with all gradients, sequences shorter than T, 1 and 2 threads; parity with torch and the
