@@ -61,7 +61,12 @@ struct Geometry {
     for (idx k = 0; k < l; ++k) off += D * pk_block(k);
     return off + d * pk_block(l);
   }
-  idx packed_total() const { return packed_off(L, 0); }
+  // After the blocks, one value per (layer, dir): 1 when that W_hh is all finite, else 0. A step
+  // whose previous state is known to be zero (the first step of a call without an initial state)
+  // skips its recurrent product, whose value is then exactly zero, only when nothing in W_hh could
+  // have turned 0 * w into NaN.
+  idx packed_flags() const { return packed_off(L, 0); }
+  idx packed_total() const { return packed_flags() + L * D; }
 
   // Training workspace per (layer, dir):
   //   hs  (T+1, B, H) hidden states with a halo slot for the initial state: the forward direction

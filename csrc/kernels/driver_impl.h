@@ -120,6 +120,7 @@ struct LayerPtrs {
   T *hs, *cs, *st;                             // training workspace (null for inference)
   const T* peep;                               // LSTM peepholes (3, H): p_i, p_f, p_o, or null
   T clip;                                      // clip threshold (0: off; LSTM, RNN, GRU)
+  bool whh_finite;                             // no Inf or NaN in W_hh (Geometry::packed_flags)
 };
 
 template <class T>
@@ -139,6 +140,7 @@ LayerPtrs<T> layer_ptrs(const Geometry& g, idx l, idx d, const T* params, const 
   p.pk_whhT = p.pk_wihT + g.pk_wihT(l);
   p.pk_whh = p.pk_whhT + g.pk_whhT();
   p.pk_wih = p.pk_whh + g.pk_whh();
+  p.whh_finite = packed[g.packed_flags() + l * g.D + d] != T(0);
   p.hs = ws ? ws + g.ws_hs(l, d) : nullptr;
   p.cs = ws && g.lstm ? ws + g.ws_cs(l, d) : nullptr;
   p.st = ws && g.S ? ws + g.ws_st(l, d) : nullptr;
@@ -254,6 +256,12 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
   // Fused, and the cell adds the two projections before anything else (all but the GRU): one
   // GEMM pass per tile computes their sum (tile_gemm2), and gx is not used.
   const bool merged = fuse && !Cell::kSplitGh;
+  // Without an initial state the first step's previous state is zero, so its recurrent product is
+  // exactly zero (W_hh finite: 0 * w is +-0 and sums of +-0 into accumulators that start at +0 are
+  // +0): that step reads no W_hh and its tiles are filled with zeros instead. A one-step call
+  // then streams only W_ih. (Merged, the product is just left out of the tile; the sum can then
+  // differ from the full one only in the sign of a zero.)
+  const bool zero_start = !h0 && P.whh_finite;
 
   // This thread's hidden units: blocks [u0, u1) of nr units, i.e. units [j0, j1).
   idx u0, u1;
@@ -304,6 +312,7 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
     T* const gxt = fuse ? gx : gx + t * B * GH;
     const T* const xt = xin + t * B * in;
     T* yt = yout + t * B * DH + d * H;
+    const bool zero_h = zero_start && s == 0;  // hprev is all zeros
     // Row b past its length, units [ja, jb): state carried, output zero.
     auto carry_row = [&](idx b, idx ja, idx jb) {
       const idx hb = b * H;
@@ -353,7 +362,8 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
           // wihT: fused_input needs nr | H); the gate math then reads a zero input projection.
           for (int gg = 0; gg < G; ++gg)
             for (idx i0 = r0; i0 < r1; i0 += mr)
-              tile_gemm2<T>((int)in, xt + i0 * in, in, P.pk_wihT + (gg * H + ju0) * in, (int)H,
+              tile_gemm2<T>((int)in, xt + i0 * in, in, P.pk_wihT + (gg * H + ju0) * in,
+                            zero_h ? 0 : (int)H,
                             hprev + i0 * H, H, P.pk_whhT + (u * G + gg) * H * nr,
                             tile + (i0 - r0) * G * nr + gg * nr, G * nr,
                             (int)std::min<idx>(mr, r1 - i0));
@@ -373,7 +383,9 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
               for (idx j = ju0; j < ju1; j += 64 / (idx)sizeof(T))
                 __builtin_prefetch(gxt + b * GH + gg * H + j);
         }
-        if (!merged)
+        if (!merged && zero_h)
+          std::fill(tile, tile + (r1 - r0) * G * nr, T(0));
+        else if (!merged)
           for (int gg = 0; gg < G; ++gg)
             for (idx i0 = r0; i0 < r1; i0 += mr)
               tile_gemm<T>((int)H, hprev + i0 * H, H, 1, P.pk_whhT + (u * G + gg) * H * nr,
@@ -445,7 +457,8 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
           for (int gg = 0; gg < G; ++gg) __builtin_prefetch(gxt + b * GH + gg * H + j);
       // Panels in the scheduler's serpentine order (odd steps backwards, see StepScheduler), so
       // that weights beyond the last-level cache are met while still cached.
-      for (idx i = 0; i < pu1 - pu0; ++i) {
+      if (zero_h) std::fill(tile, tile + (idx)rows * ts, T(0));
+      for (idx i = 0; i < (zero_h ? 0 : pu1 - pu0); ++i) {
         const idx pu = (s & 1) ? pu1 - 1 - i : pu0 + i;
         for (int gg = 0; gg < G; ++gg)
           tile_gemm<T>((int)H, hprev, H, 1, P.pk_whhT + (pu * G + gg) * H * nr,
@@ -551,7 +564,7 @@ template <class T, class Cell>
 void backward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, const T* xin,
                         const T* dyl, const T* dhn, const T* dcn, T* dh0, T* dc0,
                         const int64_t* len, T* dp, T* dxin, bool dx_accumulate, T* dgx, T* dgh,
-                        T* dhbuf, T* dcbuf, T* packbuf, const Team& team) {
+                        T* dhbuf, T* dcbuf, T* packbuf, bool zero_start, const Team& team) {
   const int tid = team.tid, nth = team.nth;
   const Kern<T> kern = kern_for<T>();
   const int mr = kern.mr, nr = g.nr;
@@ -668,10 +681,14 @@ void backward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, 
   team.sync();
   gemm_mt<T>(kern, tid, nth, GH, in, TB, dgx, 1, GH, packbuf, dwih, in, true);
   team.sync();
-  // dW_hh += dGh^T H_prev, H_prev = the (T*B, H) block of previous states (see Geometry::hs)
-  pack_b_rowmajor_mt<T>(tid, nth, TB, H, P.hs + (rev ? B * H : 0), H, nr, packbuf);
-  team.sync();
-  gemm_mt<T>(kern, tid, nth, GH, H, TB, dgh, 1, GH, packbuf, dwhh, H, true);
+  // dW_hh += dGh^T H_prev, H_prev = the (T*B, H) block of previous states (see Geometry::hs),
+  // less the first step's B rows when they are zeros (zero_start; first forward, last in reverse)
+  const idx zr = zero_start ? B : 0, zf = rev ? 0 : zr;
+  if (TB > zr) {
+    pack_b_rowmajor_mt<T>(tid, nth, TB - zr, H, P.hs + (rev ? B : zf) * H, H, nr, packbuf);
+    team.sync();
+    gemm_mt<T>(kern, tid, nth, GH, H, TB - zr, dgh + zf * GH, 1, GH, packbuf, dwhh, H, true);
+  }
   // dX (+)= dGx W_ih
   gemm_mt<T>(kern, tid, nth, TB, in, GH, dgx, GH, 1, P.pk_wih, dxin, in, dx_accumulate);
 }
@@ -713,6 +730,7 @@ void forward_direction_rb(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P
   const T *bir = P.bih, *biz = P.bih + H, *bin = P.bih + 2 * H;
   const T *bhr = P.bhh, *bhz = P.bhh + H, *bhn = P.bhh + 2 * H;
   alignas(64) T tile[8 * 2 * 64];  // mr x (2*nr): phase 1 uses the first nr columns
+  const bool zero_start = !h0 && P.whh_finite;  // as in forward_direction (q = r * 0 is 0 too)
   StepScheduler& sched = *team.sched;
   for (idx s = 0; s < T_; ++s) {
     const idx t = rev ? T_ - 1 - s : s;
@@ -723,13 +741,17 @@ void forward_direction_rb(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P
     const idx qs = st ? S * H : H;  // row stride of q
     const T* gxt = gx + t * B * GH;
     T* yt = yout + t * B * DH + d * H;
+    const bool zero_h = zero_start && s == 0;
 
     auto run_reset = [&](idx u) {
       const idx ju0 = u * nr, ju1 = std::min(H, ju0 + nr);
       for (idx i0 = 0; i0 < B; i0 += mr) {
         const int m = (int)std::min<idx>(mr, B - i0);
-        tile_gemm<T>((int)H, hprev + i0 * H, H, 1, P.pk_whhT + (u * G + 0) * H * nr, tile, nr,
-                     m, nr, 0);
+        if (zero_h)
+          std::fill(tile, tile + m * nr, T(0));
+        else
+          tile_gemm<T>((int)H, hprev + i0 * H, H, 1, P.pk_whhT + (u * G + 0) * H * nr, tile, nr,
+                       m, nr, 0);
         for (int ii = 0; ii < m; ++ii) {
           const idx b = i0 + ii;
           const T* hp = hprev + b * H;
@@ -769,10 +791,14 @@ void forward_direction_rb(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P
       const idx ju0 = u * nr, ju1 = std::min(H, ju0 + nr);
       for (idx i0 = 0; i0 < B; i0 += mr) {
         const int m = (int)std::min<idx>(mr, B - i0);
-        tile_gemm<T>((int)H, hprev + i0 * H, H, 1, P.pk_whhT + (u * G + 1) * H * nr, tile,
-                     2 * nr, m, nr, 0);
-        tile_gemm<T>((int)H, q + i0 * qs, qs, 1, P.pk_whhT + (u * G + 2) * H * nr, tile + nr,
-                     2 * nr, m, nr, 0);
+        if (zero_h) {
+          std::fill(tile, tile + m * 2 * nr, T(0));
+        } else {
+          tile_gemm<T>((int)H, hprev + i0 * H, H, 1, P.pk_whhT + (u * G + 1) * H * nr, tile,
+                       2 * nr, m, nr, 0);
+          tile_gemm<T>((int)H, q + i0 * qs, qs, 1, P.pk_whhT + (u * G + 2) * H * nr, tile + nr,
+                       2 * nr, m, nr, 0);
+        }
         for (int ii = 0; ii < m; ++ii) {
           const idx b = i0 + ii, hb = b * H;
           const T* hp = hprev + hb;
@@ -851,7 +877,7 @@ template <class T, class Cell = GruResetBeforeCell<T>>
 void backward_direction_rb(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, const T* xin,
                            const T* dyl, const T* dhn, T* dh0, const int64_t* len, T* dp,
                            T* dxin, bool dx_accumulate, T* dgx, T* dhbuf, T* packbuf,
-                           const Team& team) {
+                           bool zero_start, const Team& team) {
   constexpr bool kClip = kCellTakesExtras<Cell>;
   const int tid = team.tid, nth = team.nth;
   const Kern<T> kern = kern_for<T>();
@@ -984,15 +1010,21 @@ void backward_direction_rb(const Geometry& g, idx l, idx d, const LayerPtrs<T>& 
   team.sync();
   gemm_mt<T>(kern, tid, nth, GH, in, TB, dgx, 1, GH, packbuf, dwih, in, true);
   team.sync();
-  // dW_h{r,z} += dG_{r,z}^T H_prev  (rows 0..2H of dW_hh)
-  pack_b_rowmajor_mt<T>(tid, nth, TB, H, P.hs + (rev ? B * H : 0), H, nr, packbuf);
-  team.sync();
-  gemm_mt<T>(kern, tid, nth, 2 * H, H, TB, dgx, 1, GH, packbuf, dwhh, H, true);
-  team.sync();
-  // dW_hn += dG_n^T Q, Q = the (T*B, H) values r * h_{t-1} in stored slot 3 (row stride S*H)
-  pack_b_rowmajor_mt<T>(tid, nth, TB, H, P.st + 3 * H, S * H, nr, packbuf);
-  team.sync();
-  gemm_mt<T>(kern, tid, nth, H, H, TB, dgx + 2 * H, 1, GH, packbuf, dwhh + 2 * H * H, H, true);
+  // Both without the first step's B rows when h_{t-1} (and so Q) is zero there (zero_start: the
+  // first rows forward, the last in reverse; see backward_direction).
+  const idx zr = zero_start ? B : 0, zf = rev ? 0 : zr;
+  if (TB > zr) {
+    // dW_h{r,z} += dG_{r,z}^T H_prev  (rows 0..2H of dW_hh)
+    pack_b_rowmajor_mt<T>(tid, nth, TB - zr, H, P.hs + (rev ? B : zf) * H, H, nr, packbuf);
+    team.sync();
+    gemm_mt<T>(kern, tid, nth, 2 * H, H, TB - zr, dgx + zf * GH, 1, GH, packbuf, dwhh, H, true);
+    team.sync();
+    // dW_hn += dG_n^T Q, Q = the (T*B, H) values r * h_{t-1} in stored slot 3 (row stride S*H)
+    pack_b_rowmajor_mt<T>(tid, nth, TB - zr, H, P.st + zf * S * H + 3 * H, S * H, nr, packbuf);
+    team.sync();
+    gemm_mt<T>(kern, tid, nth, H, H, TB - zr, dgx + zf * GH + 2 * H, 1, GH, packbuf,
+               dwhh + 2 * H * H, H, true);
+  }
   // dX (+)= dG W_ih
   gemm_mt<T>(kern, tid, nth, TB, in, GH, dgx, GH, 1, P.pk_wih, dxin, in, dx_accumulate);
 }
@@ -1105,6 +1137,7 @@ void backward_t(const Desc& desc, const ForwardArgs& f, const BackwardArgs& bw) 
   T* const packbuf = scratch[5];
 
   const T* dyl = static_cast<const T*>(bw.dy);
+  const bool zero_start = f.h0 == nullptr;  // every layer's first step started from zeros
   for (idx l = g.L - 1; l >= 0; --l) {
     const T* xin = l == 0 ? static_cast<const T*>(f.x) : ws + g.ws_layer_input(l);
     T* dxin = l == 0 ? static_cast<T*>(bw.dx) : dbuf + (l & 1) * TB * g.DH;
@@ -1125,10 +1158,11 @@ void backward_t(const Desc& desc, const ForwardArgs& f, const BackwardArgs& bw) 
         const Team team{thread_id(), thread_count(), &bar, nullptr};
         if constexpr (kResetBefore<Cell>)
           backward_direction_rb<T, Cell>(g, l, d, P, xin, dyl, dhn, dh0, f.lengths, dp, dxin,
-                                         d > 0, dgx, dhbuf, packbuf, team);
+                                         d > 0, dgx, dhbuf, packbuf, zero_start, team);
         else
           backward_direction<T, Cell>(g, l, d, P, xin, dyl, dhn, dcn, dh0, dc0, f.lengths, dp,
-                                      dxin, d > 0, dgx, dgh, dhbuf, dcbuf, packbuf, team);
+                                      dxin, d > 0, dgx, dgh, dhbuf, dcbuf, packbuf, zero_start,
+                                      team);
       });
     }
     if (l > 0 && mask) scale_by_mask<T>(TB * g.DH, dxin, mask + (l - 1) * TB * g.DH, nt);
@@ -1170,6 +1204,9 @@ void pack_t(const Desc& desc, const T* params, T* packed) {
         split(ceil_div(in, nr), tid, nth, &p0, &p1);  // W_ih: b(k=r, n=i)
         pack_b_panels<T>(GH, in, (int)nr, p0, p1, [&](idx k, idx n) { return wih[k * in + n]; }, o);
       }
+      bool finite = true;
+      for (idx i = 0; i < GH * H; ++i) finite = finite && std::isfinite(whh[i]);
+      packed[g.packed_flags() + l * g.D + d] = finite ? T(1) : T(0);
     }
 }
 
