@@ -5,10 +5,11 @@ inputs; outputs are cross-checked before timing. Each framework is timed in its 
 rounds (see run_shape); each cell of the table is the median over rounds, with the interquartile
 range as the spread (printed as +-half of it, in percent of the median).
 
-Columns: effective GFLOP/s counts the GEMM work (2 flops per multiply-add; training = 3x forward),
-`%peak` divides it by the FMA peak that the core measures on this machine with the same threads.
+Columns: GFLOP/s counts the GEMM work the math needs (flops(): 2 flops per multiply-add; the first
+step of a call without an initial state has no recurrent product, its state being zero), `%peak`
+divides it by the FMA peak that the core measures on this machine with the same threads.
 `bound` comes from a roofline lower bound on the time of the shape (roofline()): phase by phase (per
-layer and direction, the input projection as one GEMM that reads W_ih once, then T recurrent steps
+layer and direction, the input projection as one GEMM that reads W_ih once, then the recurrent steps
 that each read W_hh once), the larger of the time its flops take at the measured FMA peak and the
 time its weights take to stream at the read bandwidth the core measures for a buffer the size of
 the data read between two reads of those weights. A shape whose memory-limited phases outweigh its
@@ -92,14 +93,31 @@ def shape_label(s):
     return f"{s['cell']} {io}H{s['H']} B{s['B']} T{s['T']}{extra}"
 
 
+def recurrent_steps(s):
+    """Steps of a forward whose recurrent product h_{t-1} W_hh^T is not known to be zero. A
+    "stream" row carries its state from call to call; every other row is a call without an
+    initial state, whose first step multiplies W_hh by zeros: rnnfast leaves that product out
+    (the peers compute it), so it is not counted as work either."""
+    return s["T"] if s["mode"] == "stream" else s["T"] - 1
+
+
 def flops(s):
-    """GEMM flops of one forward (x3 for training); a "stream" row is one step."""
+    """GEMM flops of one call (2 per multiply-add): per layer and direction the input projection
+    of every step and the recurrent products of recurrent_steps(s). Training adds the backward:
+    the input gradient and dW_ih (each as many flops as the input projection), dW_hh (as many as
+    the forward's recurrent products) and the recurrence of dL/dh over all T steps (backward
+    returns the gradient of the initial state too). A "stream" row is one step."""
     G, H, T, B, D = _GATES[s["cell"]], s["H"], s["T"], s["B"], s["D"]
+    steps = recurrent_steps(s)
     total = 0
     for layer in range(s["L"]):
         in_size = s["I"] if layer == 0 else D * H
-        total += D * 2.0 * T * B * G * H * (in_size + H)
-    return total * (3 if s["mode"] == "training" else 1)
+        proj, rec = 2.0 * T * B * G * H * in_size, 2.0 * B * G * H * H
+        if s["mode"] == "training":
+            total += D * (3 * proj + rec * (2 * steps + T))
+        else:
+            total += D * (proj + rec * steps)
+    return total
 
 
 def weight_bytes(s):
@@ -114,31 +132,36 @@ def roofline(s, peak_gflops, bandwidth_gbs):
     read between two reads of the same weights (bigger sets fall out of the caches).
 
     Per layer and direction, two phases: the input projection (2*T*B*G*H*I flops; W_ih read once
-    per call, with all the model's weights read in between) and T recurrent steps (2*B*G*H*H flops
-    each, and W_hh read once per step: that direction's W_hh in between, or the whole model for a
-    one-step call). A phase takes at least the larger of flops / peak and bytes / bandwidth.
-    Training adds the backward: the same phases once more (the recurrent steps stream W_hh again,
-    the input gradient reads W_ih) and the weight gradients, whose flops equal the forward's and
-    which read activations, not weights.
+    per call, with all the model's weights read in between) and the recurrent steps of
+    recurrent_steps(s) (2*B*G*H*H flops each, and W_hh read once per step: that direction's W_hh
+    in between, or the whole model when there is one such step per call). A phase takes at least
+    the larger of flops / peak and bytes / bandwidth. Training adds the backward: the input
+    gradient (reads W_ih once), the recurrence of dL/dh over all T steps (W_hh read per step) and
+    the weight gradients, which read activations, not weights, and count at the peak.
     Returns dict(time_s, memory_s, compute_s): the bound and its memory- and compute-limited parts.
     """
     G, H, T, B, D = _GATES[s["cell"]], s["H"], s["T"], s["B"], s["D"]
     peak = peak_gflops * 1e9
     model = weight_bytes(s)
+    steps = recurrent_steps(s)
+    training = s["mode"] == "training"
     memory = compute = 0.0
     for layer in range(s["L"]):
         in_size = s["I"] if layer == 0 else D * H
-        whh = G * H * H * 4.0  # the directions run one after the other
-        for fl, nbytes, cycle in ((2.0 * T * B * G * H * in_size, G * H * in_size * 4.0, model),
-                                  (2.0 * T * B * G * H * H, T * G * H * H * 4.0,
-                                   model if T == 1 else whh)):
+        proj, wih = 2.0 * T * B * G * H * in_size, G * H * in_size * 4.0
+        rec, whh = 2.0 * B * G * H * H, G * H * H * 4.0  # the directions run one after the other
+        phases = [(proj, wih, model), (steps * rec, steps * whh, model if steps == 1 else whh)]
+        if training:
+            phases += [(proj, wih, model), (T * rec, T * whh, model if T == 1 else whh)]
+            compute += D * (proj + steps * rec) / peak  # dW_ih, dW_hh
+        for fl, nbytes, cycle in phases:
+            if fl == 0:
+                continue
             tc, tm = D * fl / peak, D * nbytes / (bandwidth_gbs(cycle) * 1e9)
             if tm > tc:
                 memory += tm
             else:
                 compute += tc
-    if s["mode"] == "training":
-        memory, compute = 2 * memory, 2 * compute + flops(dict(s, mode="inference")) / peak
     return dict(time_s=memory + compute, memory_s=memory, compute_s=compute)
 
 

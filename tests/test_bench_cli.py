@@ -37,11 +37,19 @@ def test_bench_cli_writes_table_and_json(tiny_sets, tmp_path, capsys):
 
 def test_flops_counts_gemm_work():
     s = benchmark._shape("lstm", 4, 2, 3, "inference", "x", input_size=5, layers=2, bidir=True)
-    # layer 0: 2 dirs * 2*T*B*G*H*(I+H); layer 1 input is D*H
-    expected = 2 * 2 * 3 * 2 * 16 * (5 + 4) + 2 * 2 * 3 * 2 * 16 * (8 + 4)
-    assert benchmark.flops(s) == expected
+    # per layer, 2 dirs * (input projection 2*T*B*G*H*I + recurrent products of steps 1..T-1, the
+    # first step's state being zero: 2*(T-1)*B*G*H*H); layer 1's input is D*H
+    proj0, proj1, rec = 2 * 2 * 3 * 2 * 16 * 5, 2 * 2 * 3 * 2 * 16 * 8, 2 * 2 * 2 * 16 * 4
+    assert benchmark.flops(s) == proj0 + proj1 + 2 * 2 * rec
+    # training: + input gradient and dW_ih (one projection each), dW_hh (T-1 steps) and dL/dh
+    # through all T steps
     s["mode"] = "training"
-    assert benchmark.flops(s) == 3 * expected
+    assert benchmark.flops(s) == 3 * (proj0 + proj1) + 2 * (2 + 2 + 3) * rec
+    # a stream row carries its state: its one step has a recurrent product
+    st = benchmark._shape("gru", 4, 2, 1, "stream", "x", input_size=5)
+    assert benchmark.recurrent_steps(st) == 1
+    assert benchmark.flops(st) == 2 * 2 * 12 * (5 + 4)
+    assert benchmark.flops(dict(st, mode="inference")) == 2 * 2 * 12 * 5
 
 
 def test_weight_bytes_counts_every_matrix():
@@ -52,8 +60,8 @@ def test_weight_bytes_counts_every_matrix():
 
 def test_roofline_phases():
     # LSTM I=H=512, batch 1, 100 steps, peak 200 GFLOP/s, 100 GB/s: the input projection is one
-    # compute-limited GEMM (2*100*2048*512 flops = 1.048576 ms), each step is limited by reading
-    # W_hh (4 MiB = 0.04194304 ms).
+    # compute-limited GEMM (2*100*2048*512 flops = 1.048576 ms), each of the 99 steps after the
+    # first (whose state is zero) is limited by reading W_hh (4 MiB = 0.04194304 ms).
     s = benchmark._shape("lstm", 512, 1, 100, "inference", "x")
     seen = []
 
@@ -67,22 +75,32 @@ def test_roofline_phases():
     proj = 2 * 100 * 2048 * 512 / 200e9
     step = 2048 * 512 * 4 / 100e9
     assert r["compute_s"] == pytest.approx(proj, rel=1e-12)
-    assert r["memory_s"] == pytest.approx(100 * step, rel=1e-12)
-    assert r["time_s"] == pytest.approx(proj + 100 * step, rel=1e-12)
-    # one step: W_ih (read once) and W_hh are both streamed
+    assert r["memory_s"] == pytest.approx(99 * step, rel=1e-12)
+    assert r["time_s"] == pytest.approx(proj + 99 * step, rel=1e-12)
+    # one step without a state: only W_ih is streamed
     seen.clear()
     one = benchmark.roofline(dict(s, T=1), 200.0, bw)
     assert set(seen) == {2 * 2048 * 512 * 4}  # one-step calls: the whole model between reads
-    assert one["compute_s"] == 0 and one["memory_s"] == pytest.approx(2 * step, rel=1e-12)
+    assert one["compute_s"] == 0 and one["memory_s"] == pytest.approx(step, rel=1e-12)
+    # one step of a stream: W_ih and W_hh, each with the whole model between two reads
+    seen.clear()
+    st = benchmark.roofline(dict(s, T=1, mode="stream"), 200.0, bw)
+    assert seen == [2 * 2048 * 512 * 4] * 2
+    assert st["compute_s"] == 0 and st["memory_s"] == pytest.approx(2 * step, rel=1e-12)
     # batch 64: every phase compute-limited, the bound is the flop count at the peak
     big = dict(s, B=64)
     assert benchmark.roofline(big, 200.0, bw)["time_s"] == pytest.approx(
         benchmark.flops(big) / 200e9, rel=1e-12)
     assert benchmark.roofline(big, 200.0, bw)["memory_s"] == 0
-    # training: forward phases twice, plus the weight gradients at the peak
+    # training: the input gradient (a projection), dL/dh over all 100 steps, the weight gradients
+    # at the peak (one projection and the 99 recurrent products of the forward)
     tr = benchmark.roofline(dict(s, mode="training"), 200.0, bw)
-    assert tr["memory_s"] == pytest.approx(2 * r["memory_s"], rel=1e-12)
-    assert tr["compute_s"] == pytest.approx(2 * proj + benchmark.flops(s) / 200e9, rel=1e-12)
+    assert tr["memory_s"] == pytest.approx(99 * step + 100 * step, rel=1e-12)
+    fwd_rec = 99 * 2 * 2048 * 512 / 200e9
+    assert tr["compute_s"] == pytest.approx(2 * proj + proj + fwd_rec, rel=1e-12)
+    bigtr = dict(big, mode="training")
+    assert benchmark.roofline(bigtr, 200.0, bw)["time_s"] == pytest.approx(
+        benchmark.flops(bigtr) / 200e9, rel=1e-12)
 
 
 def test_l2_bytes_is_a_cache_size():
