@@ -36,6 +36,9 @@ class Stream:
         self._h = [np.zeros(shape, model.dtype), np.zeros(shape, model.dtype)]
         self._c = [np.zeros(shape, model.dtype), np.zeros(shape, model.dtype)] if self._lstm else None
         self._cur = 0
+        # The state is known to be all zeros (new, or reset): the next step passes no initial
+        # state, so the core skips that step's recurrent product (it would multiply by zeros).
+        self._zero = True
         self._y = np.empty((1, self.batch, model.hidden_size), model.dtype)
         self._desc1 = model._desc(1, self.batch)
 
@@ -52,6 +55,7 @@ class Stream:
         self._h[self._cur][...] = 0 if h0 is None else h0
         if self._lstm:
             self._c[self._cur][...] = 0 if c0 is None else c0
+        self._zero = value is None
 
     def reset(self, rows=None):
         """Zero the state of every row, or of the given batch rows (indices or a boolean mask)."""
@@ -59,6 +63,7 @@ class Stream:
             self._h[self._cur].fill(0)
             if self._lstm:
                 self._c[self._cur].fill(0)
+            self._zero = True
             return
         idx = np.arange(self.batch)[np.asarray(rows)] if np.asarray(rows).dtype == bool \
             else np.asarray(rows)
@@ -80,10 +85,12 @@ class Stream:
             raise ValueError(f"x must have shape {(self.batch, m.input_size)} (batch, input_size), "
                              f"got {x.shape}")
         cur, nxt = self._cur, 1 - self._cur
-        _core.core_forward(self._desc1, m._params, m._packed_weights(), x, None, self._h[cur],
-                           self._c[cur] if self._lstm else None, None, self._y, self._h[nxt],
-                           self._c[nxt] if self._lstm else None, None)
+        h0 = None if self._zero else self._h[cur]
+        c0 = None if self._zero or not self._lstm else self._c[cur]
+        _core.core_forward(self._desc1, m._params, m._packed_weights(), x, None, h0, c0, None,
+                           self._y, self._h[nxt], self._c[nxt] if self._lstm else None, None)
         self._cur = nxt
+        self._zero = False
         if out is None:
             return self._y[0]
         out[...] = self._y[0]
@@ -98,11 +105,12 @@ class Stream:
             raise ValueError(f"x has a batch of {shape[0 if m.batch_first else 1]}, the stream has "
                              f"{self.batch} (x shape {shape})")
         hx = (self._h[self._cur], self._c[self._cur]) if self._lstm else self._h[self._cur]
-        y, state = m(x, hx=hx)
+        y, state = m(x, hx=None if self._zero else hx)
         nxt = 1 - self._cur
         if self._lstm:
             self._h[nxt][...], self._c[nxt][...] = state
         else:
             self._h[nxt][...] = state
         self._cur = nxt
+        self._zero = False
         return y

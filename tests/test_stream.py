@@ -119,3 +119,31 @@ def test_parameter_change_is_seen_by_the_stream():
     y1 = s.step(x).copy()
     np.testing.assert_allclose(y1, m(x[None])[0][0], rtol=1e-12)
     assert not np.allclose(y0, y1)
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_zero_state_steps_match_explicit_states(cell):
+    """A new or reset stream passes no initial state, so its first step skips the recurrent
+    product of the zero state (as a model call without hx does): the numbers must be those of a
+    call with that state spelled out, and a state set afterwards must be used."""
+    rng = np.random.default_rng(8)
+    m = CELLS[cell](5, 24, num_layers=2, dtype="float32", seed=4)
+    x = rng.standard_normal((3, 2, 5)).astype(np.float32)
+    lstm = cell == "lstm"
+    zeros = np.zeros((2, 2, 24), np.float32)
+    s = m.stream(batch=2)
+    first = s.step(x[0]).copy()
+    np.testing.assert_array_equal(first, m(x[:1], (zeros, zeros) if lstm else zeros)[0][0])
+    second = s.step(x[1]).copy()
+    # (a two-step call may sum the input projection in another order: float rounding)
+    np.testing.assert_allclose(second, m(x[:2])[0][1], **TOL["float32"])
+    s.reset()
+    np.testing.assert_array_equal(s.step(x[0]), first)
+    h = rng.standard_normal((2, 2, 24)).astype(np.float32)
+    state = (h, 2 * h) if lstm else h
+    s.state = state
+    np.testing.assert_array_equal(s.step(x[2]), m(x[2:3], state)[0][0])
+    s.state = None
+    np.testing.assert_array_equal(s.step(x[0]), first)
+    s.reset()
+    np.testing.assert_array_equal(s.feed(x[:2]), m(x[:2])[0])  # feed is that call
