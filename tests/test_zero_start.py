@@ -8,7 +8,8 @@ is summed over fewer (zero) terms and may differ in the last bits. A W_hh holdin
 0 * w into NaN, so such weights keep the product (the check is made when the weights are packed).
 Checked for every cell and variant, on every forward path (one-panel and wide blocks, the input
 projection as one GEMM or fused per step, merged with W_hh or not), one and two layers in both
-directions, ragged batches, float32 and float64, one and several steps.
+directions (with dropout between them too), ragged batches, float32 and float64, one and several
+steps.
 """
 import numpy as np
 import pytest
@@ -33,6 +34,10 @@ MODELS = {
     "gru_clip": lambda H, L, D, dt: rf.GRU(I, H, L, bidirectional=D, dtype=dt, seed=3, clip=0.3),
     "gru_reset_before": lambda H, L, D, dt: rf.GRU(I, H, L, bidirectional=D, dtype=dt, seed=3,
                                                 linear_before_reset=False),
+    "gru_reset_before_clip": lambda H, L, D, dt: rf.GRU(I, H, L, bidirectional=D, dtype=dt,
+                                                     seed=3, linear_before_reset=False, clip=0.3),
+    "lstm_dropout": lambda H, L, D, dt: rf.LSTM(I, H, L, bidirectional=D, dtype=dt, seed=3,
+                                                dropout=0.3),
 }
 
 # (batch, fused-input mode, wide-blocks mode, hidden size): one-panel and wide blocks at small
@@ -95,7 +100,9 @@ def test_same_as_explicit_zero_state(kind, path, dtype, T, modes):
         dy = rng.standard_normal((T, B, H * (2 if D else 1))).astype(dtype)
         dst = tuple(rng.standard_normal(s.shape).astype(dtype) for s in _flat(_zeros(m, B)))
         dst = dst if isinstance(m, rf.LSTM) else dst[0]
+        draws = m._rng.bit_generator.state  # the same dropout masks in both runs
         got = _run(m, x, None, lengths, dy, dst)
+        m._rng.bit_generator.state = draws
         ref = _run(m, x, _zeros(m, B), lengths, dy, dst)
         assert set(got) == set(ref)
         for k in ref:
