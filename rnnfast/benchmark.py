@@ -132,7 +132,7 @@ def roofline(s, peak_gflops, bandwidth_gbs):
     read between two reads of the same weights (bigger sets fall out of the caches).
 
     Per layer and direction, two phases: the input projection (2*T*B*G*H*I flops; W_ih read once
-    per call, with all the model's weights read in between) and the recurrent steps of
+    per call, with all the weights a call reads in between) and the recurrent steps of
     recurrent_steps(s) (2*B*G*H*H flops each, and W_hh read once per step: that direction's W_hh
     in between, or the whole model when there is one such step per call). A phase takes at least
     the larger of flops / peak and bytes / bandwidth. Training adds the backward: the input
@@ -142,9 +142,12 @@ def roofline(s, peak_gflops, bandwidth_gbs):
     """
     G, H, T, B, D = _GATES[s["cell"]], s["H"], s["T"], s["B"], s["D"]
     peak = peak_gflops * 1e9
-    model = weight_bytes(s)
     steps = recurrent_steps(s)
     training = s["mode"] == "training"
+    # bytes read per call: every W_ih, and every W_hh unless nothing multiplies it (a one-step
+    # inference call without a state)
+    model = weight_bytes(s) if steps or training else sum(
+        D * G * H * (s["I"] if layer == 0 else D * H) * 4 for layer in range(s["L"]))
     memory = compute = 0.0
     for layer in range(s["L"]):
         in_size = s["I"] if layer == 0 else D * H

@@ -77,11 +77,15 @@ def test_roofline_phases():
     assert r["compute_s"] == pytest.approx(proj, rel=1e-12)
     assert r["memory_s"] == pytest.approx(99 * step, rel=1e-12)
     assert r["time_s"] == pytest.approx(proj + 99 * step, rel=1e-12)
-    # one step without a state: only W_ih is streamed
+    # one step without a state: only W_ih is streamed, and only W_ih between two calls' reads
     seen.clear()
     one = benchmark.roofline(dict(s, T=1), 200.0, bw)
-    assert set(seen) == {2 * 2048 * 512 * 4}  # one-step calls: the whole model between reads
+    assert set(seen) == {2048 * 512 * 4}
     assert one["compute_s"] == 0 and one["memory_s"] == pytest.approx(step, rel=1e-12)
+    # its training reads W_hh too (dL/dh through the step, for the initial state's gradient)
+    seen.clear()
+    benchmark.roofline(dict(s, T=1, mode="training"), 200.0, bw)
+    assert set(seen) == {2 * 2048 * 512 * 4}
     # one step of a stream: W_ih and W_hh, each with the whole model between two reads
     seen.clear()
     st = benchmark.roofline(dict(s, T=1, mode="stream"), 200.0, bw)
