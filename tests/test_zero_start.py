@@ -139,3 +139,19 @@ def test_nonfinite_recurrent_weights_still_poison_the_first_step(kind, bad):
     y, _ = m(x)
     assert np.isfinite(y).all()
     np.testing.assert_array_equal(y, m(x, _zeros(m, 2))[0])
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "gru_reset_before", "rnn_relu"])
+def test_bitwise_the_same_on_any_thread_count(kind, restore_threads):
+    """Calls without a state give the same bits on 1 and 2 threads, forward and backward."""
+    rng = np.random.default_rng(23)
+    m = MODELS[kind](96, 2, True, "float32")
+    x = rng.standard_normal((3, 5, I)).astype(np.float32)
+    dy = rng.standard_normal((3, 5, 192)).astype(np.float32)
+    out = {}
+    for n in (1, 2):
+        rf.set_num_threads(n)
+        assert _core.core_threads_for_call(m._desc(3, 5)) == n
+        out[n] = _run(m, x, None, None, dy, None)
+    for k in out[1]:
+        np.testing.assert_array_equal(out[1][k], out[2][k], err_msg=k)
