@@ -23,13 +23,27 @@ class FlatParams:
                              f"{V.MAX_ELEMENTS} rnnfast allows (check the sizes)")
         self._params = np.zeros(off, dtype=self.dtype)
         self.grads = np.zeros(off, dtype=self.dtype)
+        self._build_views()
+        self._version = 0
+        self._rng = np.random.default_rng(seed)
+        self.reset_parameters()
+
+    def _build_views(self):
         self._param_views = {n: self._params[o:o + math.prod(s)].reshape(s)
                              for n, o, s in self._layout}
         self._grad_views = {n: self.grads[o:o + math.prod(s)].reshape(s)
                             for n, o, s in self._layout}
-        self._version = 0
-        self._rng = np.random.default_rng(seed)
-        self.reset_parameters()
+
+    # Pickling and copy.deepcopy: the named views are left out and rebuilt over the restored
+    # buffers (pickled on their own, each would come back as a copy that no longer follows them).
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        del state["_param_views"], state["_grad_views"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._build_views()
 
     @property
     def params(self):

@@ -64,6 +64,17 @@ class _RNNBase(FlatParams):
         if self._params.size != _core.core_param_count(self._desc(1, 1)):
             raise RuntimeError("rnnfast internal error: parameter layout disagrees with the core")
 
+    def __getstate__(self):
+        # The lock cannot be pickled, and the packed weights are a cache rebuilt on first use.
+        state = super().__getstate__()
+        del state["_lock"]
+        state["_packed"] = None
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._lock = threading.Lock()
+
     @staticmethod
     def _check_clip(clip):
         """ONNX's ``clip`` option: a positive finite number (returned as a float) or None."""
