@@ -120,10 +120,12 @@ def flops(s):
     return total
 
 
-def weight_bytes(s):
-    """float32 bytes of every weight matrix of the model (W_ih and W_hh of all layers)."""
+def weight_bytes(s, recurrent=True):
+    """float32 bytes of every weight matrix of the model (W_ih and W_hh of all layers; only the
+    W_ih with recurrent=False)."""
     G, H, D = _GATES[s["cell"]], s["H"], s["D"]
-    return sum(D * G * H * ((s["I"] if layer == 0 else D * H) + H) * 4 for layer in range(s["L"]))
+    return sum(D * G * H * ((s["I"] if layer == 0 else D * H) + (H if recurrent else 0)) * 4
+               for layer in range(s["L"]))
 
 
 def roofline(s, peak_gflops, bandwidth_gbs):
@@ -146,8 +148,7 @@ def roofline(s, peak_gflops, bandwidth_gbs):
     training = s["mode"] == "training"
     # bytes read per call: every W_ih, and every W_hh unless nothing multiplies it (a one-step
     # inference call without a state)
-    model = weight_bytes(s) if steps or training else sum(
-        D * G * H * (s["I"] if layer == 0 else D * H) * 4 for layer in range(s["L"]))
+    model = weight_bytes(s, recurrent=bool(steps or training))
     memory = compute = 0.0
     for layer in range(s["L"]):
         in_size = s["I"] if layer == 0 else D * H
