@@ -134,6 +134,67 @@ def core_forward(tuple desc, params, packed, x, lengths, h0, c0, mask, y, hn, cn
         forward(d, a)
 
 
+cdef inline bint _usable(object a, int typenum, int ndim):
+    """a is an ndarray of typenum, C-contiguous, with ndim dimensions."""
+    return type(a) is cnp.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum and \
+        cnp.PyArray_NDIM(<cnp.ndarray>a) == ndim and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a)
+
+
+cdef inline bint _state_ok(object a, int typenum, cnp.npy_intp* dims):
+    """a is None or a C-contiguous ndarray of typenum shaped dims[0:3]."""
+    if a is None:
+        return True
+    if not _usable(a, typenum, 3):
+        return False
+    cdef cnp.npy_intp* s = cnp.PyArray_DIMS(<cnp.ndarray>a)
+    return s[0] == dims[0] and s[1] == dims[1] and s[2] == dims[2]
+
+
+def core_infer(tuple base, params, packed, x, h0, c0, bint lstm, bint batch_first):
+    """Inference on full-length sequences (no lengths, no dropout), allocating the outputs here:
+    the lean path of a model's ``__call__``. ``base`` is the model's description without T and B:
+    ``(cell, dtype, I, H, L, D, bias, peephole, input_forget, clip)``.
+
+    Returns ``(y, hn, cn)`` (``cn`` None unless ``lstm``), or None when an argument is not ready
+    to hand to the core as it is (x not a C-contiguous 3-D array of the model's dtype with I
+    features, an empty axis, a batch-first x with more than one row and step, a state of another
+    dtype, layout or shape): the caller then takes the general path, which converts or explains."""
+    cdef Desc d
+    d.cell, d.dtype, d.input_size, d.hidden_size, d.num_layers, d.num_dirs, d.has_bias, \
+        d.peephole, d.input_forget, d.clip = base
+    cdef int typenum = cnp.NPY_FLOAT32 if d.dtype == 0 else cnp.NPY_FLOAT64
+    if not _usable(x, typenum, 3):
+        return None
+    cdef cnp.npy_intp* xs = cnp.PyArray_DIMS(<cnp.ndarray>x)
+    if xs[2] != d.input_size or xs[0] == 0 or xs[1] == 0:
+        return None
+    if batch_first:
+        # (B, T, I) holds the same bytes as (T, B, I) when either axis is 1; so does y
+        if xs[0] != 1 and xs[1] != 1:
+            return None
+        d.seq_len, d.batch = xs[1], xs[0]
+    else:
+        d.seq_len, d.batch = xs[0], xs[1]
+    cdef cnp.npy_intp sdims[3]
+    sdims[0] = d.num_layers * d.num_dirs
+    sdims[1] = d.batch
+    sdims[2] = d.hidden_size
+    if not (_state_ok(h0, typenum, sdims) and _state_ok(c0, typenum, sdims)):
+        return None
+    check_desc(d)
+    cdef cnp.npy_intp ydims[3]
+    ydims[0] = xs[0]
+    ydims[1] = xs[1]
+    ydims[2] = d.num_dirs * d.hidden_size
+    y = cnp.PyArray_EMPTY(3, ydims, typenum, 0)
+    hn = cnp.PyArray_EMPTY(3, sdims, typenum, 0)
+    cn = cnp.PyArray_EMPTY(3, sdims, typenum, 0) if lstm else None
+    cdef ForwardArgs a = _fwd_args(params, packed, x, None, h0, c0, None, y, hn, cn, None)
+    with nogil:
+        forward(d, a)
+    return y, hn, cn
+
+
 def core_backward(tuple desc, params, packed, x, lengths, h0, c0, mask, ws,
                   dy, dhn, dcn, dx, dh0, dc0, dparams):
     cdef Desc d = _desc(desc)

@@ -61,8 +61,26 @@ class _RNNBase(FlatParams):
         self._packed = None  # (key, packed array), replaced as one object
         self._lock = threading.Lock()
         self._init_params(self._param_layout(), dtype, seed)
+        # The core's description of the model, less T and B; from here on the attributes in
+        # _FIXED refuse assignment, so this stays true.
+        self._base = (self._cell_code(), 0 if self.dtype.char == "f" else 1, self.input_size,
+                      self.hidden_size, self.num_layers, self.num_directions,
+                      1 if self.bias else 0, 1 if self.peephole else 0,
+                      1 if self.input_forget else 0, 0.0 if self.clip is None else float(self.clip))
         if self._params.size != _core.core_param_count(self._desc(1, 1)):
             raise RuntimeError("rnnfast internal error: parameter layout disagrees with the core")
+
+    # What shapes the parameters and the kernels: set in __init__, read-only afterwards (build a
+    # new model instead). batch_first and dropout stay settable: every call reads them.
+    _FIXED = frozenset(("input_size", "hidden_size", "num_layers", "bias", "bidirectional",
+                        "num_directions", "dtype", "peephole", "input_forget", "clip",
+                        "nonlinearity", "linear_before_reset", "_mode", "_gates", "_base"))
+
+    def __setattr__(self, name, value):
+        if name in _RNNBase._FIXED and "_base" in self.__dict__:
+            raise AttributeError(f"{type(self).__name__}.{name} is fixed when the model is built "
+                                 f"(it shapes the parameters or the kernels); build a new model")
+        object.__setattr__(self, name, value)
 
     def __getstate__(self):
         # The lock cannot be pickled, and the packed weights are a cache rebuilt on first use.
@@ -115,13 +133,9 @@ class _RNNBase(FlatParams):
         return _CELLS[self._mode]
 
     def _desc(self, T, B):
-        # Every call builds this: conditional expressions, not int() of each flag (five int()
-        # calls and a dtype comparison took 0.8 us; now 0.35).
-        return (self._cell_code(), 0 if self.dtype.char == "f" else 1,
-                T if type(T) is int else int(T), B if type(B) is int else int(B),
-                self.input_size, self.hidden_size, self.num_layers, self.num_directions,
-                1 if self.bias else 0, 1 if self.peephole else 0, 1 if self.input_forget else 0,
-                0.0 if self.clip is None else float(self.clip))
+        """The core's description of a call on T steps of B rows."""
+        b = self._base
+        return b[:2] + (T if type(T) is int else int(T), B if type(B) is int else int(B)) + b[2:]
 
     # ------------------------------------------------------------------------------- parameters
     def reset_parameters(self):
@@ -241,6 +255,23 @@ class _RNNBase(FlatParams):
 
     def __call__(self, x, hx=None, lengths=None):
         """Inference: ``y, h_n`` (RNN, GRU) or ``y, (h_n, c_n)`` (LSTM). See :meth:`forward`."""
+        if lengths is None:
+            # Lean path: arrays the core can take as they are go straight to it (about 2 us per
+            # call less than forward's checks and conversions); anything else falls through.
+            lstm = self._mode == "LSTM"
+            lean, h0, c0 = True, None, None
+            if hx is not None:
+                if not lstm:
+                    h0 = hx
+                elif type(hx) is tuple and len(hx) == 2:
+                    h0, c0 = hx
+                else:
+                    lean = False
+            if lean:
+                r = _core.core_infer(self._base, self._params, self._packed_weights(), x, h0, c0,
+                                     lstm, self.batch_first)
+                if r is not None:
+                    return r[0], ((r[1], r[2]) if lstm else r[1])
         y, state, _ = self.forward(x, hx, lengths, train=False)
         return y, state
 
