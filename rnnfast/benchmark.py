@@ -1,9 +1,10 @@
 """Side-by-side benchmark of rnnfast against PyTorch and ONNX Runtime (the `rnnfast bench` command).
 
 Every framework runs in this process with the same thread count, on the same float32 weights and
-inputs; outputs are cross-checked before timing. Each framework is timed in its own block of
-rounds (see run_shape); each cell of the table is the median over rounds, with the interquartile
-range as the spread (printed as +-half of it, in percent of the median).
+inputs; outputs are cross-checked before timing. Each framework is timed in blocks of rounds, the
+frameworks taking turns over three passes (see run_shape); each cell of the table is the median
+over all its rounds, with the interquartile range as the spread (printed as +-half of it, in
+percent of the median).
 
 Columns: GFLOP/s counts the GEMM work the math needs (flops(): 2 flops per multiply-add; the first
 step of a call without an initial state has no recurrent product, its state being zero), `%peak`
@@ -363,24 +364,36 @@ def _time_round(fn, inner):
     return (time.perf_counter() - t0) / inner
 
 
-def run_shape(s, peers, threads, rng, budget_s=1.5, min_rounds=5, max_rounds=25):
-    """Time each framework in its own block of rounds. Blocks, not interleaved calls: every
-    framework here keeps worker threads that spin for a while after a call (libgomp, OpenBLAS,
-    ORT's pool); interleaving would bill each framework for the previous one's spinning threads
-    on a machine with few cores. A short pause before each block lets them park."""
+def run_shape(s, peers, threads, rng, budget_s=1.5, min_rounds=6, max_rounds=30, passes=3):
+    """Time each framework in blocks of rounds, `passes` blocks each, in rotating order (pass p
+    starts with framework p mod n). Blocks, not interleaved calls: every framework here keeps
+    worker threads that spin for a while after a call (libgomp, OpenBLAS, ORT's pool);
+    interleaving calls would bill each framework for the previous one's spinning threads on a
+    machine with few cores. A short pause before each block lets them park. Several passes in
+    turn, not one long block each: on a shared host the caches and memory bandwidth left to this
+    process drift over seconds, and one block per framework would hand the whole drift to whoever
+    ran at the wrong moment. Each framework gets about budget_s seconds over all its blocks."""
     calls, check = _callables(s, peers, threads, rng)
+    names = list(calls)
+    samples = {name: [] for name in names}
+    inner = {}
+    for p in range(passes):
+        for name in names[p % len(names):] + names[:p % len(names)]:
+            fn = calls[name]
+            time.sleep(0.05)
+            fn()  # warm up (first pass: size the inner loop to >= 2 ms per sample)
+            if name not in inner:
+                t = _time_round(fn, 1)
+                inner[name] = max(1, min(1000, int(math.ceil(2e-3 / max(t, 1e-7)))))
+            ts, want = samples[name], min_rounds * (p + 1) // passes
+            cap = max_rounds * (p + 1) // passes
+            t_end = time.perf_counter() + budget_s / passes
+            while len(ts) < cap:
+                ts.append(_time_round(fn, inner[name]))
+                if len(ts) >= want and time.perf_counter() > t_end:
+                    break
     result = {}
-    for name, fn in calls.items():
-        time.sleep(0.05)
-        fn()  # warm up, then size the inner loop to >= 2 ms per sample
-        t = _time_round(fn, 1)
-        inner = max(1, min(1000, int(math.ceil(2e-3 / max(t, 1e-7)))))
-        ts = []
-        t_start = time.perf_counter()
-        while len(ts) < max_rounds:
-            ts.append(_time_round(fn, inner))
-            if len(ts) >= min_rounds and time.perf_counter() - t_start > budget_s:
-                break
+    for name, ts in samples.items():
         q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
         med = statistics.median(ts)
         result[name] = dict(median_s=med, iqr_rel=(q[2] - q[0]) / med, samples=len(ts))
