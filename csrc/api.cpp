@@ -118,10 +118,7 @@ void gemm_t(bool trans_a, bool trans_b, idx M, idx N, idx K, const T* a, idx lda
 #endif
     idx p0, p1;
     split(panels, tid, nth, &p0, &p1);
-    if (trans_b)
-      pack_b_panels<T>(K, N, kern.nr, p0, p1, [&](idx k, idx n) { return b[n * ldb + k]; }, bp);
-    else
-      pack_b_panels<T>(K, N, kern.nr, p0, p1, [&](idx k, idx n) { return b[k * ldb + n]; }, bp);
+    pack_b_range<T>(K, N, kern.nr, p0, p1, b, ldb, trans_b, bp);
 #pragma omp barrier
     gemm_mt<T>(kern, tid, nth, M, N, K, a, rsa, csa, bp, c, ldc, accumulate);
   }

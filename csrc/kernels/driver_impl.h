@@ -1170,6 +1170,21 @@ void backward_t(const Desc& desc, const ForwardArgs& f, const BackwardArgs& bw) 
   }
 }
 
+// Whether none of a[0, n) is Inf or NaN: an all-ones exponent, tested on the bits with an OR
+// reduction that vectorises (std::isfinite in a short-circuit loop did not).
+template <class T>
+bool all_finite(const T* a, idx n) {
+  using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  constexpr U kExp = sizeof(T) == 4 ? U(0x7f800000u) : U(0x7ff0000000000000ull);
+  U bad = 0;
+  for (idx i = 0; i < n; ++i) {
+    U b;
+    std::memcpy(&b, a + i, sizeof b);
+    bad |= U((b & kExp) == kExp);
+  }
+  return bad == 0;
+}
+
 template <class T>
 void pack_t(const Desc& desc, const T* params, T* packed) {
   const Geometry g(desc, kern_for<T>().nr);
@@ -1187,26 +1202,23 @@ void pack_t(const Desc& desc, const T* params, T* packed) {
         idx p0, p1;
         T* o = out;
         split(ceil_div(GH, nr), tid, nth, &p0, &p1);  // W_ih^T: b(k=i, n=r) = W_ih[r][i]
-        pack_b_panels<T>(in, GH, (int)nr, p0, p1, [&](idx k, idx n) { return wih[n * in + k]; }, o);
+        pack_b_range<T>(in, GH, (int)nr, p0, p1, wih, in, true, o);
         o += g.pk_wihT(l);
-        // W_hh^T regrouped: virtual column n -> panel p = u*G + gate, unit u*nr + (n % nr).
+        // W_hh^T regrouped: panel p = u*G + gate holds the rows gate*H + u*nr + j of W_hh (the
+        // units of block u), zero past H.
         split(g.unit_blocks() * G, tid, nth, &p0, &p1);
-        pack_b_panels<T>(H, g.unit_blocks() * G * nr, (int)nr, p0, p1,
-                         [&](idx k, idx n) {
-                           const idx p = n / nr, unit = (p / G) * nr + n % nr, gate = p % G;
-                           return unit < H ? whh[(gate * H + unit) * H + k] : T(0);
-                         },
-                         o);
+        for (idx p = p0; p < p1; ++p) {
+          const idx u = p / G, gate = p % G, nv = std::min<idx>(nr, H - u * nr);
+          pack_panel<T, true>(H, nv, (int)nr, whh + (gate * H + u * nr) * H, H, o + p * H * nr);
+        }
         o += g.pk_whhT();
         split(ceil_div(H, nr), tid, nth, &p0, &p1);  // W_hh: b(k=r, n=unit)
-        pack_b_panels<T>(GH, H, (int)nr, p0, p1, [&](idx k, idx n) { return whh[k * H + n]; }, o);
+        pack_b_range<T>(GH, H, (int)nr, p0, p1, whh, H, false, o);
         o += g.pk_whh();
         split(ceil_div(in, nr), tid, nth, &p0, &p1);  // W_ih: b(k=r, n=i)
-        pack_b_panels<T>(GH, in, (int)nr, p0, p1, [&](idx k, idx n) { return wih[k * in + n]; }, o);
+        pack_b_range<T>(GH, in, (int)nr, p0, p1, wih, in, false, o);
       }
-      bool finite = true;
-      for (idx i = 0; i < GH * H; ++i) finite = finite && std::isfinite(whh[i]);
-      packed[g.packed_flags() + l * g.D + d] = finite ? T(1) : T(0);
+      packed[g.packed_flags() + l * g.D + d] = all_finite(whh, GH * H) ? T(1) : T(0);
     }
 }
 
