@@ -207,3 +207,26 @@ def test_embedding_validation():
     with pytest.raises(TypeError, match="padding_idx"):
         rf.Embedding(5, 2, padding_idx=1.0)
     assert rf.Embedding(5, 2, padding_idx=-1).padding_idx == 4
+
+
+def test_embedding_grad_sums_like_add_at():
+    """The per-id sums equal np.add.at's to float64 rounding (summed in another association);
+    gradients accumulate across calls; all-padding input adds nothing."""
+    rng = np.random.default_rng(7)
+    m = rf.Embedding(50, 6, padding_idx=2, dtype="float64", seed=0)
+    ids = rng.integers(0, 50, size=(40, 9))
+    dy = rng.standard_normal((40, 9, 6))
+    ref = np.zeros((50, 6))
+    keep = ids.reshape(-1) != 2
+    np.add.at(ref, ids.reshape(-1)[keep], dy.reshape(-1, 6)[keep])
+    _, c = m.forward(ids)
+    m.backward(c, dy)
+    g = dict(m.named_grads())["weight"]
+    np.testing.assert_allclose(g, ref, rtol=1e-13, atol=1e-14)
+    assert not g[2].any() and (g != 0).sum(axis=1).astype(bool).sum() == len(set(ids.ravel()) - {2})
+    m.backward(c, dy)
+    np.testing.assert_allclose(g, 2 * ref, rtol=1e-13, atol=1e-14)
+    m.zero_grad()
+    _, c = m.forward(np.full((3, 4), 2))
+    m.backward(c, np.ones((3, 4, 6)))
+    assert not m.grads.any()
