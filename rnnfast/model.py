@@ -152,8 +152,13 @@ class SequenceModel:
         ``(B, out)`` for ``"last"`` (``out`` = the recurrent width when there is no head), ``state``
         the rnn's final state, ``tape`` what :meth:`backward` needs (``None`` unless ``train``).
         """
+        if not isinstance(train, (bool, np.bool_)):
+            raise TypeError(f"train must be a bool, got {train!r}")
         e, emb_cache = self._rnn_input(x, train)
-        y, state, rnn_tape = self.rnn.forward(e, hx, lengths, train=train)
+        if train:
+            y, state, rnn_tape = self.rnn.forward(e, hx, lengths, train=True)
+        else:  # the rnn's call: its lean path when the arrays are ready for the core
+            (y, state), rnn_tape = self.rnn(e, hx, lengths), None
         feats = y if self.head_on == "step" else self._last_features(state)
         if self.head is not None:
             out, head_cache = self.head.forward(feats, train=train)

@@ -213,3 +213,18 @@ def test_other_cells_read_only_and_settable_options():
             clone.hidden_size = 3
         x = np.ones((1, 3, I), np.float32)
         _same(clone(x), m(x))
+
+
+def test_sequence_model_inference_takes_the_lean_path(spy):
+    from rnnfast.model import SequenceModel
+
+    sm = SequenceModel(rf.LSTM(4, 6, seed=0), embedding=rf.Embedding(10, 4, seed=1),
+                       head=rf.Linear(6, 10, seed=2))
+    ids = np.random.default_rng(0).integers(0, 10, (5, 2))
+    out, state = sm(ids)
+    assert spy == [True]
+    out_t, state_t, _ = sm.forward(ids, train=True)
+    _same(out, out_t)
+    _same(state, state_t)
+    with pytest.raises(TypeError, match="train must be a bool"):
+        sm.forward(ids, train=1)
