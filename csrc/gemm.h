@@ -29,21 +29,7 @@ inline void split(idx n, int tid, int nth, idx* lo, idx* hi) {
 // Elements needed to pack a K x N operand into nr-wide panels.
 inline idx packed_b_size(idx K, idx N, int nr) { return ceil_div(N, nr) * nr * K; }
 
-// Pack panels [p0, p1) of the K x N operand b(k, n) = get(k, n) (zero past N).
-// Panel p holds b(k, p*nr + j) at out[p*K*nr + k*nr + j].
-template <class T, class Get>
-void pack_b_panels(idx K, idx N, int nr, idx p0, idx p1, Get get, T* out) {
-  for (idx p = p0; p < p1; ++p) {
-    T* dst = out + p * K * nr;
-    const idx n0 = p * nr;
-    const idx nv = std::min<idx>(nr, N - n0);
-    for (idx k = 0; k < K; ++k) {
-      T* row = dst + k * nr;
-      for (idx j = 0; j < nv; ++j) row[j] = get(k, n0 + j);
-      for (idx j = nv; j < nr; ++j) row[j] = T(0);
-    }
-  }
-}
+// Packed B: panel p holds b(k, p*nr + j) at out[p*K*nr + k*nr + j], zero past column N.
 
 // One panel from a row-major source: dst[k*nr + j] = src[k*ld + j] for j < nv, zero after.
 // NR > 0: nr == nv == NR known at compile time (whole panels: fixed-size copies).
@@ -61,7 +47,7 @@ void pack_panel_rows(idx K, idx nv, int nr, const T* src, idx ld, T* dst) {
 
 // One panel from a source holding the panel's columns as rows (a transpose):
 // dst[k*nr + j] = src[j*ld + k] for j < nv, zero after. Blocks of kB k keep the nv source lines
-// and the kB destination rows of a block in L1; the generic pack_b_panels with an index lambda
+// and the kB destination rows of a block in L1; a per-element index lambda (the earlier packer)
 // took ~3 ns per element here (GRU H512: 5.3 ms to pack, more than a training step).
 // NR > 0 as in pack_panel_rows.
 template <class T, int NR = 0>
@@ -109,7 +95,7 @@ void pack_panel(idx K, idx nv, int nr, const T* src, idx ld, T* dst) {
 }
 
 // Panels [p0, p1) of b = a row-major K x N matrix (leading dimension ld), or, with cols, of b
-// whose column n is row n of src (b(k, n) = src[n*ld + k]). Same layout as pack_b_panels.
+// whose column n is row n of src (b(k, n) = src[n*ld + k]).
 template <class T>
 void pack_b_range(idx K, idx N, int nr, idx p0, idx p1, const T* src, idx ld, bool cols, T* out) {
   for (idx p = p0; p < p1; ++p) {
