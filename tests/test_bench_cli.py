@@ -110,3 +110,28 @@ def test_roofline_phases():
 def test_l2_bytes_is_a_cache_size():
     n = benchmark.l2_bytes()
     assert 64 << 10 <= n <= 64 << 20 and n % 1024 == 0
+
+
+def test_run_shape_takes_turns(monkeypatch):
+    """Each framework is timed in `passes` blocks, the order rotating so that no framework always
+    runs first; rounds are bounded by min/max_rounds; the result is the median over all rounds."""
+    log = []
+
+    def make(name):
+        def call():
+            log.append(name)
+        return call
+
+    calls = {n: make(n) for n in ("rnnfast", "torch", "ort")}
+    monkeypatch.setattr(benchmark, "_callables", lambda *a: (dict(calls), {"torch": 0.0}))
+    monkeypatch.setattr(benchmark.time, "sleep", lambda s: None)
+    res, check = benchmark.run_shape({}, {}, 1, None, budget_s=0.0, min_rounds=6, max_rounds=30,
+                                     passes=3)
+    assert check == {"torch": 0.0}
+    # block order: the first name of each new block, in turn
+    firsts = [log[i] for i in range(len(log)) if i == 0 or log[i] != log[i - 1]]
+    assert firsts == ["rnnfast", "torch", "ort", "torch", "ort", "rnnfast", "ort", "rnnfast",
+                      "torch"]
+    for name, r in res.items():
+        assert r["samples"] == 6  # budget 0: the minimum, 2 rounds per pass
+        assert r["median_s"] >= 0 and r["iqr_rel"] >= 0
