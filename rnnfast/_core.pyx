@@ -9,6 +9,7 @@ the core computes; C++ exceptions become Python exceptions.
 """
 from libc.stdint cimport int32_t, int64_t
 cimport numpy as cnp
+import numpy as np
 
 cnp.import_array()
 
@@ -135,9 +136,11 @@ def core_forward(tuple desc, params, packed, x, lengths, h0, c0, mask, y, hn, cn
 
 
 cdef inline bint _usable(object a, int typenum, int ndim):
-    """a is an ndarray of typenum, C-contiguous, with ndim dimensions."""
+    """a is an ndarray of typenum in native byte order (a big-endian float32 has the same type
+    number), aligned and C-contiguous, with ndim dimensions."""
     return type(a) is cnp.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum and \
-        cnp.PyArray_NDIM(<cnp.ndarray>a) == ndim and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a)
+        cnp.PyArray_NDIM(<cnp.ndarray>a) == ndim and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a) \
+        and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a) and cnp.PyArray_ISALIGNED(<cnp.ndarray>a)
 
 
 cdef inline bint _state_ok(object a, int typenum, cnp.npy_intp* dims):
@@ -215,9 +218,11 @@ def core_gemm(a, b, c, bint trans_a=False, bint trans_b=False, bint accumulate=F
     """c (=|+=) op(a) @ op(b) on the core's kernels. a, b, c: 2-D C-contiguous arrays of one
     float dtype; op(a) = a or a.T, op(b) = b or b.T; c must have the product's shape."""
     if a.ndim != 2 or b.ndim != 2 or c.ndim != 2 or not (a.dtype == b.dtype == c.dtype) or \
-            a.dtype.char not in "fd" or not (a.flags.c_contiguous and b.flags.c_contiguous and
-                                             c.flags.c_contiguous) or not c.flags.writeable:
-        raise ValueError("core_gemm needs 2-D C-contiguous arrays of one float dtype")
+            a.dtype.char not in "fd" or not a.dtype.isnative or \
+            not all(m.flags.c_contiguous and m.flags.aligned for m in (a, b, c)) or \
+            not c.flags.writeable:
+        raise ValueError("core_gemm needs 2-D C-contiguous aligned arrays of one native float "
+                         "dtype")
     cdef int64_t M = a.shape[1] if trans_a else a.shape[0]
     cdef int64_t K = a.shape[0] if trans_a else a.shape[1]
     cdef int64_t Kb = b.shape[1] if trans_b else b.shape[0]
@@ -269,9 +274,11 @@ def core_read_bandwidth(int threads, int64_t nbytes, double seconds=0.2):
 def core_activation(int which, x, y):
     """y = activation(x) for float32 C-contiguous arrays of the same size (which: 0 sigmoid,
     1 tanh, 2 exp), computed by the active path's vectorised code."""
-    if x.dtype.char != "f" or y.dtype.char != "f" or x.size != y.size or \
-            not x.flags.c_contiguous or not y.flags.c_contiguous:
-        raise ValueError("x and y must be C-contiguous float32 arrays of the same size")
+    if x.dtype != np.float32 or y.dtype != np.float32 or x.size != y.size or \
+            not x.flags.c_contiguous or not y.flags.c_contiguous or not x.flags.aligned or \
+            not y.flags.aligned or not y.flags.writeable:
+        raise ValueError("x and y must be C-contiguous native float32 arrays of the same size "
+                         "(y writeable)")
     cdef const float* px = <const float*>_ptr(x)
     cdef float* py = <float*>_ptr(y)
     cdef int64_t n = x.size

@@ -115,6 +115,15 @@ def test_lstm_partial_state(spy):
     assert spy == [True]  # the list went to forward without asking core_infer; the tuple did not
 
 
+def _unaligned(a):
+    """A copy of a whose data starts one byte past an aligned address (numpy flags it)."""
+    buf = np.zeros(a.nbytes + 1, np.uint8)
+    out = np.frombuffer(buf.data, dtype=a.dtype, count=a.size, offset=1).reshape(a.shape)
+    out[...] = a
+    assert not out.flags.aligned and out.flags.c_contiguous
+    return out
+
+
 def _converted_cases(m, rng):
     """Inputs forward accepts after converting them, with the converted equivalent."""
     x = rng.standard_normal((3, 2, I))
@@ -125,7 +134,10 @@ def _converted_cases(m, rng):
         (x32.tolist(), None, x32, None),                               # nested lists
         (np.asfortranarray(x32), None, x32, None),                     # not C-contiguous
         (np.repeat(x32, 2, axis=2)[:, :, ::2], None, x32, None),       # strided view
+        (x32.astype(">f4"), None, x32, None),                         # big-endian float32
+        (_unaligned(x32), None, x32, None),                            # misaligned data
         (x32, hx, x32, hx.astype(np.float32)),                         # float64 state
+        (x32, hx.astype(">f4"), x32, hx.astype(np.float32)),           # big-endian state
         (x32, np.asfortranarray(hx.astype(np.float32)), x32, hx.astype(np.float32)),
     ]
 
@@ -175,9 +187,11 @@ def test_core_infer_declines_what_it_cannot_take():
     h = np.zeros((1, 1, H), np.float32)
     assert _core.core_infer(*args, good, h, h, True, False) is not None
     for x in [good.astype(np.float64), good[:, :, :-1], good.reshape(2, I), [[[0.0] * I]], None,
+              good.astype(">f4"), _unaligned(good),
               np.asfortranarray(np.zeros((2, 3, I), np.float32)), np.zeros((2, 0, I), np.float32)]:
         assert _core.core_infer(*args, x, None, None, True, False) is None
-    for s in [h.astype(np.float64), h.reshape(1, H), np.zeros((1, 2, H), np.float32), "h"]:
+    for s in [h.astype(np.float64), h.reshape(1, H), np.zeros((1, 2, H), np.float32), "h",
+              h.astype(">f4"), _unaligned(h)]:
         assert _core.core_infer(*args, good, s, None, True, False) is None
         assert _core.core_infer(*args, good, None, s, True, False) is None
     assert _core.core_infer(*args, np.zeros((2, 3, I), np.float32), None, None, True, True) is None
