@@ -173,3 +173,43 @@ def test_floating_point_environment_untouched(restore_threads):
                 y, _, tape = m.forward(x, train=True)
                 m.backward(tape, np.ones_like(y), None)
                 assert subnormals_work(), f"{cell} {dtype} training left FTZ/DAZ on"
+
+
+_SHORT_TEAM_CHILD = r"""
+import sys, numpy as np, rnnfast as rf
+rf.set_num_threads(3)
+rng = np.random.default_rng(0)
+out = {}
+for name, cls in (("lstm", rf.LSTM), ("gru", rf.GRU)):
+    for B, T in ((1, 6), (4, 5), (32, 3)):
+        m = cls(24, 128, seed=1)
+        x = rng.standard_normal((T, B, 24)).astype(np.float32)
+        out[f"{name}{B}:infer"] = m(x)[0]
+        y, _, tape = m.forward(x, train=True)
+        out[f"{name}{B}:dx"] = m.backward(tape, np.ones_like(y))[0]
+        out[f"{name}{B}:grads"] = m.grads.copy()
+np.savez(sys.argv[1], **out)
+"""
+
+
+@pytest.mark.parametrize("limit", ["1", "2"])
+def test_fewer_threads_granted_than_asked(tmp_path, limit):
+    """OpenMP may grant a region fewer threads than asked for (here OMP_THREAD_LIMIT caps the 3
+    asked for): the barrier and the step scheduler are then sized from the team that runs, and the
+    results are those of a full team, bit for bit."""
+    import os
+    import subprocess
+    import sys
+
+    files = {}
+    for key, env in (("capped", {"OMP_THREAD_LIMIT": limit}), ("free", {})):
+        path = tmp_path / f"{key}.npz"
+        full_env = {k: v for k, v in os.environ.items() if k != "OMP_THREAD_LIMIT"}
+        full_env.update(env)
+        res = subprocess.run([sys.executable, "-c", _SHORT_TEAM_CHILD, str(path)], env=full_env,
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        files[key] = np.load(path)
+    assert sorted(files["capped"].files) == sorted(files["free"].files)
+    for k in files["free"].files:
+        np.testing.assert_array_equal(files["capped"][k], files["free"][k], err_msg=k)

@@ -1086,18 +1086,25 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
       const T* c0 = a.c0 ? static_cast<const T*>(a.c0) + so : nullptr;
       T* hn = static_cast<T*>(a.hn) + so;
       T* cn = a.cn ? static_cast<T*>(a.cn) + so : nullptr;
+      // Wide blocks compute no fused input projection: one-panel blocks where it is fused.
+      auto panels_for = [&](int n) {
+        return fuse ? idx(1) : forward_panels_per_block(g, n, kResetBefore<Cell>, wide_mode);
+      };
+      // Sized for the nt threads asked for, before the region: no barrier inside it for this.
       SpinBarrier bar(nt);
+      sched->reset(nt, ceil_div(g.unit_blocks(), panels_for(nt)));
       run_team(nt, [&] {
         DenormalGuard<T> guard;
-        // OpenMP may grant fewer threads than asked for (nesting, thread limits): size the barrier
-        // and the scheduler from the team actually running.
-        // Wide blocks compute no fused input projection: one-panel blocks where it is fused.
-        const idx panels =
-            fuse ? 1 : forward_panels_per_block(g, thread_count(), kResetBefore<Cell>, wide_mode);
+        // OpenMP may grant fewer threads than asked for (nesting, thread limits): then size the
+        // barrier and the scheduler from the team actually running (every thread of the team
+        // sees the same count, so all or none of them reach the single).
+        const idx panels = panels_for(thread_count());
+        if (thread_count() != nt) {
 #pragma omp single
-        {
-          bar.reset(thread_count());
-          sched->reset(thread_count(), ceil_div(g.unit_blocks(), panels));
+          {
+            bar.reset(thread_count());
+            sched->reset(thread_count(), ceil_div(g.unit_blocks(), panels));
+          }
         }
         const Team team{thread_id(), thread_count(), &bar, sched};
         if constexpr (kResetBefore<Cell>)
