@@ -1158,10 +1158,12 @@ void backward_t(const Desc& desc, const ForwardArgs& f, const BackwardArgs& bw) 
       SpinBarrier bar(nt);
       run_team(nt, [&] {
         DenormalGuard<T> guard;
-        // OpenMP may grant fewer threads than asked for (nesting, thread limits): size the barrier
-        // from the team actually running.
+        // Sized for nt before the region; resized (all threads of the team or none reach the
+        // single) only when OpenMP grants fewer threads than asked for, as in forward_t.
+        if (thread_count() != nt) {
 #pragma omp single
-        bar.reset(thread_count());
+          bar.reset(thread_count());
+        }
         const Team team{thread_id(), thread_count(), &bar, nullptr};
         if constexpr (kResetBefore<Cell>)
           backward_direction_rb<T, Cell>(g, l, d, P, xin, dyl, dhn, dh0, f.lengths, dp, dxin,
