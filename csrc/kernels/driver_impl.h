@@ -351,6 +351,16 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
       io.pre = stage;
       return io;
     };
+    // Last step: whoever computes a block writes its final state out to hn/cn at once, so the
+    // step needs no closing wait (the end of the parallel region is the barrier).
+    const bool last = s == T_ - 1;
+    auto publish = [&](idx ja, idx jb) {
+      for (idx b = 0; b < B; ++b)
+        for (idx j = ja; j < jb; ++j) {
+          hn[b * H + j] = hnew[b * H + j];
+          if (Cell::kHasC && cn) cn[b * H + j] = cnew[b * H + j];
+        }
+    };
     // One block: the recurrent GEMM tiles of units [ju0, ju1) for all rows, each chunk of rows
     // followed at once by the gate math of its rows.
     auto run_block = [&](idx u) {
@@ -441,6 +451,7 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
           }
         }
       }
+      if (last) publish(ju0, ju1);
       sched.finish();
     };
     // Small batches, blocks of kWide panels (forward_panels_per_block): the tiles of every
@@ -492,6 +503,7 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
                                           P.peep, P.clip);
         }
       }
+      if (last) publish(ju0, ju1);
       sched.finish();
     };
     idx u;
@@ -504,17 +516,8 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
         else
           run_block(u);
       }
-    sched.wait_step(s);
+    if (!last) sched.wait_step(s);
   }
-
-  const T* hfin = train ? P.hs + (rev ? 0 : T_) * B * H : hbuf + (T_ & 1) * B * H;
-  const T* cfin =
-      Cell::kHasC ? (train ? P.cs + (rev ? 0 : T_) * B * H : cbuf + (T_ & 1) * B * H) : nullptr;
-  for (idx b = 0; b < B; ++b)
-    for (idx j = j0; j < j1; ++j) {
-      hn[b * H + j] = hfin[b * H + j];
-      if (cn && cfin) cn[b * H + j] = cfin[b * H + j];
-    }
 }
 
 // Peephole weight gradients of one (layer, direction):
