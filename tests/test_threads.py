@@ -206,8 +206,9 @@ def test_fewer_threads_granted_than_asked(tmp_path, limit):
         path = tmp_path / f"{key}.npz"
         full_env = {k: v for k, v in os.environ.items() if k != "OMP_THREAD_LIMIT"}
         full_env.update(env)
+        # cwd away from the checkout, whose unbuilt rnnfast/ would shadow the installed one
         res = subprocess.run([sys.executable, "-c", _SHORT_TEAM_CHILD, str(path)], env=full_env,
-                             capture_output=True, text=True, timeout=120)
+                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert res.returncode == 0, res.stderr
         files[key] = np.load(path)
     assert sorted(files["capped"].files) == sorted(files["free"].files)
