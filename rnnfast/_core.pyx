@@ -144,7 +144,7 @@ cdef inline bint _usable(object a, int typenum, int ndim):
 
 
 cdef inline bint _state_ok(object a, int typenum, cnp.npy_intp* dims):
-    """a is None or a C-contiguous ndarray of typenum shaped dims[0:3]."""
+    """a is None or an array _usable as typenum, shaped dims[0:3]."""
     if a is None:
         return True
     if not _usable(a, typenum, 3):
@@ -159,9 +159,10 @@ def core_infer(tuple base, params, packed, x, h0, c0, bint lstm, bint batch_firs
     ``(cell, dtype, I, H, L, D, bias, peephole, input_forget, clip)``.
 
     Returns ``(y, hn, cn)`` (``cn`` None unless ``lstm``), or None when an argument is not ready
-    to hand to the core as it is (x not a C-contiguous 3-D array of the model's dtype with I
-    features, an empty axis, a batch-first x with more than one row and step, a state of another
-    dtype, layout or shape): the caller then takes the general path, which converts or explains."""
+    to hand to the core as it is (x not a C-contiguous, aligned, native-order 3-D array of the
+    model's dtype with I features, an empty axis, a batch-first x with more than one row and step,
+    a state of another dtype, byte order, layout or shape): the caller then takes the general
+    path, which converts or explains."""
     cdef Desc d
     d.cell, d.dtype, d.input_size, d.hidden_size, d.num_layers, d.num_dirs, d.has_bias, \
         d.peephole, d.input_forget, d.clip = base
