@@ -39,7 +39,7 @@ RF_ALWAYS_INLINE float exp_f32(float x) {
   float r = x - n * 0.693359375f;  // ln2 split in a short high part and a correction
   r = r - n * -2.12194440e-4f;
   // Minimax polynomial for e^r on |r| <= ln2/2 (tools/fit_exp.py): its own relative error is
-  // 8.4e-8, below the rounding of the result.
+  // 8.4e-8; with the float32 rounding of these steps exp_f32 measures 2.1e-7.
   float p = 0.0082652308f;
   p = p * r + 0.0418931134f;
   p = p * r + 0.166678905f;
