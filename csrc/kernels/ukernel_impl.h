@@ -36,16 +36,28 @@ inline void store(void* p, V v) {
 constexpr int kPrefetchK = RF_PREFETCH_K;
 constexpr int kPrefetchMinK = 256;
 
+// Partial sums of a one-row tile over a long panel (kc >= kLongK), where the ISA sets
+// RF_KS1_LONG (0: the same count as for short panels). On the 2-core Zen 5 machine, AVX-512, a
+// one-row GEMV streaming its panels from L2 ran ~1.5x faster with 2 sets (4 accumulators) than
+// with 4 sets (8 accumulators) in a standalone loop, and batch-1 models of hidden 128-512 1.14-1.44x
+// faster end to end; a hidden size of 64 (panels that stay in L1) was ~4% faster with 4.
+#ifndef RF_KS1_LONG
+#define RF_KS1_LONG 0
+#endif
+constexpr int kLongK = 128;
+
 // MR x (NV vectors) tile, fully in registers. A tile with few rows has too few independent
 // accumulators to hide the FMA latency (one row of 2 vectors is 2 dependency chains), so such
 // tiles keep KS interleaved partial sums over k (k mod KS) and add them in a fixed order at the end.
-// The order depends only on MR, which depends only on the batch size, never on threads.
+// A one-row tile may use fewer of the sets over a long panel (RF_KS1_LONG). The order depends
+// only on MR and kc, which depend only on the shapes, never on threads.
 template <class T, int MR, int NV>
 struct TileAcc {
   typedef typename Vec<T>::type V;
   static constexpr int L = Vec<T>::lanes;
   static constexpr int NR = NV * L;
   static constexpr int KS = MR * NV >= 8 ? 1 : 8 / (MR * NV);
+  static constexpr int KSL = MR == 1 && RF_KS1_LONG > 0 && RF_KS1_LONG < KS ? RF_KS1_LONG : KS;
   V acc[KS][MR][NV];
 
   TileAcc() {
@@ -54,15 +66,16 @@ struct TileAcc {
         for (int v = 0; v < NV; ++v) acc[s][i][v] = V{};
   }
 
-  // acc += A[MR x kc] * Bp[kc x NR], k in order (k mod KS into partial sum k mod KS; a tail of
-  // fewer than KS rows into the first).
+  // acc += A[MR x kc] * Bp[kc x NR], k in order (k mod KS into partial sum k mod KS, or k mod KSL
+  // over a long panel; a tail of fewer than KS (KSL) rows into the first).
   inline void add(int kc, const T* a, std::ptrdiff_t rsa, std::ptrdiff_t csa, const T* bp) {
     // A short panel (a small hidden size) stays in L1/L2 from one call to the next, where the
     // prefetches only take load slots: LSTM H64 B1 ran 15% slower with them. The choice is made
     // once per call, outside the k loop (tested inside it, GCC kept the test and a second taken
     // branch in every iteration of the hot loop).
-    int k = kc >= kPrefetchMinK ? add_steps<true>(kc, a, rsa, csa, bp)
-                                : add_steps<false>(kc, a, rsa, csa, bp);
+    int k = kc >= kPrefetchMinK ? add_steps<true, KSL>(kc, a, rsa, csa, bp)
+            : kc >= kLongK      ? add_steps<false, KSL>(kc, a, rsa, csa, bp)
+                                : add_steps<false, KS>(kc, a, rsa, csa, bp);
     for (; k < kc; ++k) step(0, k, a, csa, rsa, bp);  // tail: into the first set
   }
 
@@ -77,13 +90,13 @@ struct TileAcc {
     }
   }
 
-  // Whole groups of KS rows; returns the first k not done.
-  template <bool kPrefetch>
+  // Whole groups of U rows (U partial sums); returns the first k not done.
+  template <bool kPrefetch, int U>
   inline int add_steps(int kc, const T* a, std::ptrdiff_t rsa, std::ptrdiff_t csa, const T* bp) {
     int k = 0;
 #pragma GCC unroll 4
-    for (; k + KS <= kc; k += KS) {
-      for (int s = 0; s < KS; ++s) {
+    for (; k + U <= kc; k += U) {
+      for (int s = 0; s < U; ++s) {
         // The panel streams from L2/L3 (or memory, for a big model at a small batch): ask for it
         // kPrefetchK rows ahead, one cache line per NR-wide row at a time. Reads past the
         // panel's end only prefetch, which never faults.
