@@ -2,7 +2,8 @@
 
 The forward pass can compute x_t W_ih^T step by step inside the block loop instead of as one GEMM
 over all steps (``fused_input`` in csrc/kernels/driver_impl.h). It does so on its own for batches of
-16+ rows (or 8+ rows with at most 8 input values per row) when the layer's weights are within 8 MB
+16+ rows (or 8+ rows with at most 8 input values per row, or with any input where the row tile has 8
+rows, as on AVX-512) when the layer's weights are within 8 MB
 and the kernel's panel width divides the hidden size; ``_core.core_set_fused_input_mode(1)`` forces
 it wherever the shape allows, so that every case here runs it. Hidden 64 is a multiple of every
 panel width (8-32 values); batches 8, 13 (a one-row tile) and 16.
@@ -143,12 +144,17 @@ def _lstm_outputs(m, x, lengths):
     return [y, hn, cn, dx, m(x, lengths=lengths)[0]]
 
 
-@pytest.mark.parametrize("B,I,fused", [(20, 96, True), (8, 64, True), (8, 65, False),
+# 8 rows with more than 8 input values each are fused only where the row tile has 8 rows (AVX-512).
+_EIGHT_ROW_TILES = rf.build_info()["isa"] == "avx512"
+
+
+@pytest.mark.parametrize("B,I,fused", [(20, 96, True), (8, 64, True), (8, 65, _EIGHT_ROW_TILES),
+                                       (9, 300, _EIGHT_ROW_TILES), (7, 300, False),
                                        (2, 8, False)])
 def test_automatic_choice(B, I, fused):
     # float32 LSTM, H = 64 (weights far below the 8 MB budget): fused from 16 rows on, or from 8
-    # rows with at most 8 input values per row. Each batch leaves a 2-row GEMM tile per step, which
-    # sums in another order than the all-steps GEMM's full tiles: the paths differ in rounding.
+    # rows with at most 8 input values per row (or any input, with 8-row tiles). The fused step's
+    # tiles and the all-steps GEMM's sum in another order: the paths differ in rounding.
     T = 30
     rng = np.random.default_rng(9)
     m = rf.LSTM(I, H, seed=2)

@@ -167,17 +167,22 @@ struct Team {
 //   - and a batch that reuses each W_ih row read per step: 16+ rows (LSTM/GRU/RNN B16-B32 with
 //     inputs 64-512: 2-25% faster fused, 25% for LSTM I64 H256 B32 T100), or 8+ rows with an
 //     input of at most 8 values per row (GRU I64 H256 B8: 10% faster, LSTM I40 H320 B8: 7%;
-//     LSTM I128-I512 B8: 1-4% slower; B2-B4: up to 6% slower).
+//     LSTM I128-I512 B8: 1-4% slower; B2-B4: up to 6% slower) on AVX2, whose row tiles have 6
+//     rows; with 8-row tiles (mr >= 8: AVX-512), where 8 rows are one full tile per step, 8+ rows
+//     whatever the input (same machine, AVX-512: LSTM I128 H256 B8 7% faster fused, LSTM I256
+//     H256 B8 6%, RNN I512 H512 B8 3%, LSTM I512 H512 B8 2%, GRU I512 H512 B8 even; B4 3-15%
+//     slower, B2 24% slower, so those stay unfused).
 // Fixed figures, not the cache sizes the OS reports (in a VM those can be the host's), so that the
-// choice, and with it the bits, is the same on every machine; never from the thread count.
-// Needs whole panels per gate (nr divides H).
+// choice, and with it the bits, is the same on every machine of one instruction set; never from
+// the thread count. Needs whole panels per gate (nr divides H). mr: the kernel's row tile.
 constexpr double kFuseMaxWeightBytes = 8.0 * (1 << 20);
-inline bool fused_input(const Geometry& g, idx l, std::size_t elem_bytes, int mode) {
+inline bool fused_input(const Geometry& g, idx l, std::size_t elem_bytes, int mode, int mr) {
   if (mode == 0 || g.H % g.nr != 0) return false;
   if (mode == 1) return true;
   const idx in = g.in_size(l);
   const double weights = (double)g.GH * (double)(in + g.H) * (double)elem_bytes;
-  return weights <= kFuseMaxWeightBytes && (g.B >= 16 || (g.B >= 8 && in <= 8 * g.B));
+  return weights <= kFuseMaxWeightBytes &&
+         (g.B >= 16 || (g.B >= 8 && (in <= 8 * g.B || mr >= 8)));
 }
 
 inline bool row_active(const int64_t* len, idx b, idx t) { return !len || t < len[b]; }
@@ -1056,7 +1061,8 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
   const int wide_mode = wide_blocks_mode();
   bool all_fused = !kResetBefore<Cell>, any_fused = false;
   for (idx l = 0; l < g.L; ++l) {
-    const bool f = !kResetBefore<Cell> && fused_input(g, l, sizeof(T), fuse_mode);
+    const bool f =
+        !kResetBefore<Cell> && fused_input(g, l, sizeof(T), fuse_mode, TileShape<T>::mr);
     all_fused = all_fused && f;
     any_fused = any_fused || f;
   }
@@ -1081,7 +1087,8 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
     T* yout = l == g.L - 1 ? static_cast<T*>(a.y)
                            : (train ? ws + g.ws_layer_input(l + 1) : inter + (l & 1) * TB * g.DH);
     const bool fuse =
-        all_fused || (!kResetBefore<Cell> && fused_input(g, l, sizeof(T), fuse_mode));
+        all_fused ||
+        (!kResetBefore<Cell> && fused_input(g, l, sizeof(T), fuse_mode, TileShape<T>::mr));
     for (idx d = 0; d < g.D; ++d) {
       const LayerPtrs<T> P = layer_ptrs<T>(g, l, d, params, packed, ws, zeros);
       const idx so = (l * g.D + d) * BH;
