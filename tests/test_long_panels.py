@@ -11,15 +11,16 @@ from conftest import (CELLS, PARITY_TOL, assert_all_close, make_data, make_pair,
                       torch_run)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("hidden,inp", [(128, 5), (131, 257), (260, 64)])
 @pytest.mark.parametrize("cell", CELLS)
-def test_batch1_long_panels_match_torch(cell, hidden, inp):
+def test_batch1_long_panels_match_torch(cell, hidden, inp, dtype):
     rng = np.random.default_rng(hidden + inp)
-    m, tm = make_pair(cell, inp, hidden, 1, True, False, False, "float32", seed=hidden)
-    x, hx, ry, rh, rc = make_data(rng, cell, 9, 1, inp, hidden, 1, False, False, "float32")
+    m, tm = make_pair(cell, inp, hidden, 1, True, False, False, dtype, seed=hidden)
+    x, hx, ry, rh, rc = make_data(rng, cell, 9, 1, inp, hidden, 1, False, False, dtype)
     ref = torch_run(tm, cell, x, hx, None, ry, rh, rc, False)
     got = rf_run(m, cell, x, hx, None, ry, rh, rc)
-    assert_all_close(got, ref, PARITY_TOL["float32"], f"{cell} H{hidden} I{inp} B1")
+    assert_all_close(got, ref, PARITY_TOL[dtype], f"{cell} H{hidden} I{inp} B1 {dtype}")
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
