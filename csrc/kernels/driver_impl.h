@@ -174,15 +174,16 @@ struct Team {
 //     slower, B2 24% slower, so those stay unfused).
 // Fixed figures, not the cache sizes the OS reports (in a VM those can be the host's), so that the
 // choice, and with it the bits, is the same on every machine of one instruction set; never from
-// the thread count. Needs whole panels per gate (nr divides H). mr: the kernel's row tile.
+// the thread count. Needs whole panels per gate (nr divides H).
 constexpr double kFuseMaxWeightBytes = 8.0 * (1 << 20);
-inline bool fused_input(const Geometry& g, idx l, std::size_t elem_bytes, int mode, int mr) {
+template <class T>
+inline bool fused_input(const Geometry& g, idx l, int mode) {
   if (mode == 0 || g.H % g.nr != 0) return false;
   if (mode == 1) return true;
   const idx in = g.in_size(l);
-  const double weights = (double)g.GH * (double)(in + g.H) * (double)elem_bytes;
+  const double weights = (double)g.GH * (double)(in + g.H) * (double)sizeof(T);
   return weights <= kFuseMaxWeightBytes &&
-         (g.B >= 16 || (g.B >= 8 && (in <= 8 * g.B || mr >= 8)));
+         (g.B >= 16 || (g.B >= 8 && (in <= 8 * g.B || TileShape<T>::mr >= 8)));
 }
 
 inline bool row_active(const int64_t* len, idx b, idx t) { return !len || t < len[b]; }
@@ -1061,8 +1062,7 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
   const int wide_mode = wide_blocks_mode();
   bool all_fused = !kResetBefore<Cell>, any_fused = false;
   for (idx l = 0; l < g.L; ++l) {
-    const bool f =
-        !kResetBefore<Cell> && fused_input(g, l, sizeof(T), fuse_mode, TileShape<T>::mr);
+    const bool f = !kResetBefore<Cell> && fused_input<T>(g, l, fuse_mode);
     all_fused = all_fused && f;
     any_fused = any_fused || f;
   }
@@ -1086,9 +1086,7 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
                           : (train ? ws + g.ws_layer_input(l) : inter + ((l - 1) & 1) * TB * g.DH);
     T* yout = l == g.L - 1 ? static_cast<T*>(a.y)
                            : (train ? ws + g.ws_layer_input(l + 1) : inter + (l & 1) * TB * g.DH);
-    const bool fuse =
-        all_fused ||
-        (!kResetBefore<Cell> && fused_input(g, l, sizeof(T), fuse_mode, TileShape<T>::mr));
+    const bool fuse = all_fused || (!kResetBefore<Cell> && fused_input<T>(g, l, fuse_mode));
     for (idx d = 0; d < g.D; ++d) {
       const LayerPtrs<T> P = layer_ptrs<T>(g, l, d, params, packed, ws, zeros);
       const idx so = (l * g.D + d) * BH;

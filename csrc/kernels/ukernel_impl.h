@@ -39,7 +39,7 @@ constexpr int kPrefetchMinK = 256;
 // Partial sums of a one-row tile over a long panel (kc >= kLongK), where the ISA sets
 // RF_KS1_LONG (0: the same count as for short panels). On the 2-core Zen 5 machine, AVX-512, a
 // one-row GEMV streaming its panels from L2 ran ~1.5x faster with 2 sets (4 accumulators) than
-// with 4 sets (8 accumulators) in a standalone loop, and batch-1 models of hidden 128-512 1.14-1.44x
+// with 4 sets (8 accumulators) in a standalone loop, and batch-1 models of hidden 128-512 1.1-1.4x
 // faster end to end; a hidden size of 64 (panels that stay in L1) was ~4% faster with 4.
 #ifndef RF_KS1_LONG
 #define RF_KS1_LONG 0
