@@ -29,6 +29,14 @@ inline void split(idx n, int tid, int nth, idx* lo, idx* hi) {
 // Elements needed to pack a K x N operand into nr-wide panels.
 inline idx packed_b_size(idx K, idx N, int nr) { return ceil_div(N, nr) * nr * K; }
 
+// Everything below has internal linkage: every translation unit that includes this header gets
+// its own copy, compiled with that unit's flags (the kernels' units are built with -mavx2 or
+// -mavx512f). As inline templates shared by all units, the linker would keep one copy for every
+// caller: whichever unit came first (so far the baseline one, whose packing ran as SSE2 code on
+// every path; a unit built for a newer instruction set coming first would have put its
+// instructions in front of CPUs without them).
+namespace {
+
 // Packed B: panel p holds b(k, p*nr + j) at out[p*K*nr + k*nr + j], zero past column N.
 
 // One panel from a row-major source: dst[k*nr + j] = src[k*ld + j] for j < nv, zero after.
@@ -240,5 +248,7 @@ void gemm_ref(idx M, idx N, idx K, const T* a, idx rsa, idx csa, const T* b, idx
       c[i * ldc + j] = accumulate ? c[i * ldc + j] + s : s;
     }
 }
+
+}  // namespace
 
 }  // namespace rnnfast
