@@ -237,6 +237,58 @@ void gemm_mt(const Kern<T>& kern, int tid, int nth, idx M, idx N, idx K, const T
   }
 }
 
+// Two products over one A, C1 (=|+=) A B1 (M x N1) and C2 (=|+=) A B2 (M x N2), B1 and B2 packed
+// like gemm_mt's B: each block of A is packed once for both (dW_ih and dW_hh of an LSTM or RNN read
+// the same dG^T). Row blocks of A (all columns of both products) are dealt to threads; within a
+// block every element is summed over k in gemm_mt's KC chunks, so each product has gemm_mt's bits.
+template <class T>
+void gemm2_mt(const Kern<T>& kern, int tid, int nth, idx M, idx K, const T* a, idx rsa, idx csa,
+              idx N1, const T* bp1, T* c1, idx ldc1, idx N2, const T* bp2, T* c2, idx ldc2,
+              bool accumulate) {
+  const int mr = kern.mr, nr = kern.nr;
+  // At least 4 row blocks per thread where M allows (results do not depend on the blocking).
+  const idx mc = std::min(round_up(kMC, mr),
+                          std::max<idx>(mr, round_up(ceil_div(M, 4 * (idx)nth), mr)));
+  const idx mt = ceil_div(M, mc);
+  const bool pack_a = csa != 1;
+  const idx kcb = M <= mr ? std::max<idx>(K, 1) : kKC;
+  static thread_local std::vector<T> apack;
+  if (pack_a && (idx)apack.size() < mc * kcb) apack.resize(mc * kcb);
+  idx t0, t1;
+  split(mt, tid, nth, &t0, &t1);
+  for (idx t = t0; t < t1; ++t) {
+    const idx ib = t * mc, ie = std::min(M, ib + mc);
+    for (idx pc = 0; pc < K; pc += kcb) {
+      const int kc = (int)std::min<idx>(kcb, K - pc);
+      const bool acc = accumulate || pc > 0;
+      if (pack_a) pack_a_block(a, rsa, csa, ib, ie, pc, kc, mr, apack.data());
+      for (int which = 0; which < 2; ++which) {
+        const idx N = which ? N2 : N1, ldc = which ? ldc2 : ldc1;
+        const T* bp = which ? bp2 : bp1;
+        T* c = which ? c2 : c1;
+        for (idx j = 0; j < N; j += nr) {
+          const T* bpanel = bp + (j / nr) * K * nr + pc * nr;
+          const int n = (int)std::min<idx>(nr, N - j);
+          for (idx i = ib; i < ie; i += mr) {
+            const int m = (int)std::min<idx>(mr, ie - i);
+            if (acc)
+              for (idx r = i + mr; r < std::min(ie, i + 2 * (idx)mr); ++r) {
+                __builtin_prefetch(c + r * ldc + j, 1);
+                __builtin_prefetch(c + r * ldc + j + n - 1, 1);
+              }
+            if (pack_a)
+              kern.fn(kc, apack.data() + (i - ib) * kc, 1, mr, bpanel, c + i * ldc + j, ldc, m, n,
+                      acc);
+            else
+              kern.fn(kc, a + i * rsa + pc * csa, rsa, csa, bpanel, c + i * ldc + j, ldc, m, n,
+                      acc);
+          }
+        }
+      }
+    }
+  }
+}
+
 // Reference twin: the textbook triple loop, b(k, n) read through strides.
 template <class T>
 void gemm_ref(idx M, idx N, idx K, const T* a, idx rsa, idx csa, const T* b, idx rsb, idx csb,

@@ -186,6 +186,10 @@ inline bool fused_input(const Geometry& g, idx l, int mode) {
          (g.B >= 16 || (g.B >= 8 && (in <= 8 * g.B || TileShape<T>::mr >= 8)));
 }
 
+// Backward of an LSTM or RNN from this many steps on: the weight-gradient GEMMs share their dG^T
+// blocks (gemm2_mt).
+constexpr idx kSharedPackMinSteps = 8;
+
 inline bool row_active(const int64_t* len, idx b, idx t) { return !len || t < len[b]; }
 
 // Gate math of units [j0, j1) of one batch row (all pointers indexed by unit; gh by unit too, i.e.
@@ -694,17 +698,32 @@ void backward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, 
     peephole_grads<T>(TB, H, dgx, GH, P.cs + (rev ? B * H : 0), P.cs + (rev ? 0 : B * H),
                       dwhh + GH * H + (g.bias ? 2 * GH : 0), tid, nth);
   // dW_ih += dGx^T X   (GH x In, summed over all T*B rows)
-  pack_b_rowmajor_mt<T>(tid, nth, TB, in, xin, in, nr, packbuf);
-  team.sync();
-  gemm_mt<T>(kern, tid, nth, GH, in, TB, dgx, 1, GH, packbuf, dwih, in, true);
-  team.sync();
-  // dW_hh += dGh^T H_prev, H_prev = the (T*B, H) block of previous states (see Geometry::hs),
-  // less the first step's B rows when they are zeros (zero_start; first forward, last in reverse)
+  // dW_hh += dGh^T H_prev, H_prev = the (T*B, H) block of previous states (see Geometry::hs); on
+  // its own (the GRU, or fewer than kSharedPackMinSteps steps) less the first step's B rows when
+  // they are zeros (zero_start; first forward, last in reverse)
   const idx zr = zero_start ? B : 0, zf = rev ? 0 : zr;
-  if (TB > zr) {
-    pack_b_rowmajor_mt<T>(tid, nth, TB - zr, H, P.hs + (rev ? B : zf) * H, H, nr, packbuf);
+  if (!Cell::kSplitGh && T_ >= kSharedPackMinSteps) {
+    // dGh is dGx (all but the GRU): one pass over its blocks feeds both products. Over all T*B
+    // rows, the zero-state step's included (its H_prev rows are the zeros the forward stored):
+    // dW_ih then has the bits of its own GEMM, and dW_hh those of a call given a zero state.
+    // (Packing dG^T twice, once per product, was 8% of a one-thread LSTM I64 H256 B32 T100
+    // training call; the zero rows add 1/T to dW_hh's work, hence the minimum T.)
+    T* const pbx = packbuf;
+    T* const pbh = packbuf + packed_b_size(TB, in, nr);
+    pack_b_rowmajor_mt<T>(tid, nth, TB, in, xin, in, nr, pbx);
+    pack_b_rowmajor_mt<T>(tid, nth, TB, H, P.hs + (rev ? B : 0) * H, H, nr, pbh);
     team.sync();
-    gemm_mt<T>(kern, tid, nth, GH, H, TB - zr, dgh + zf * GH, 1, GH, packbuf, dwhh, H, true);
+    gemm2_mt<T>(kern, tid, nth, GH, TB, dgx, 1, GH, in, pbx, dwih, in, H, pbh, dwhh, H, true);
+  } else {
+    pack_b_rowmajor_mt<T>(tid, nth, TB, in, xin, in, nr, packbuf);
+    team.sync();
+    gemm_mt<T>(kern, tid, nth, GH, in, TB, dgx, 1, GH, packbuf, dwih, in, true);
+    team.sync();
+    if (TB > zr) {
+      pack_b_rowmajor_mt<T>(tid, nth, TB - zr, H, P.hs + (rev ? B : zf) * H, H, nr, packbuf);
+      team.sync();
+      gemm_mt<T>(kern, tid, nth, GH, H, TB - zr, dgh + zf * GH, 1, GH, packbuf, dwhh, H, true);
+    }
   }
   // dX (+)= dGx W_ih
   gemm_mt<T>(kern, tid, nth, TB, in, GH, dgx, GH, 1, P.pk_wih, dxin, in, dx_accumulate);
@@ -1149,7 +1168,9 @@ void backward_t(const Desc& desc, const ForwardArgs& f, const BackwardArgs& bw) 
   // Every element of these is written before it is read (zeros: just below).
   const ScratchPlan<T> scratch(
       {TB * g.GH, g.gru ? TB * g.GH : 0, 2 * BH, BH, g.L > 1 ? 2 * TB * g.DH : 0,
-       packed_b_size(TB, std::max(g.in_size(0), std::max(g.H, g.DH)), g.nr), g.bias ? 0 : g.GH});
+       packed_b_size(TB, std::max(g.in_size(0), std::max(g.H, g.DH)), g.nr) +
+           (g.gru ? 0 : packed_b_size(TB, g.H, g.nr)),
+       g.bias ? 0 : g.GH});
   T* const zeros = scratch[6];
   if (!g.bias) std::fill(zeros, zeros + g.GH, T(0));
   T* const dgx = scratch[0];
