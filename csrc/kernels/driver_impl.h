@@ -267,10 +267,10 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
   // against it on the 2-core Zen 5 machine (AVX-512) and dropped: each block computing its own
   // columns of x W_ih^T in the block loop below (wide blocks kept, same bits, no barrier between
   // this GEMM and the gate math): GRU/LSTM H256-H512 B1-B4 T1 0.81-0.94x as fast, H64-H128
-  // 0.97-1.05x; and this GEMM's tiles
-  // claimed dynamically (own first, then the others'): GRU H512 B1 T1 even with 8 tiles, 5-20%
-  // slower with 32. In that call (15.0 us, C++ harness on the core library) each thread's share
-  // of the GEMM took 13.6-13.9 us and the barrier below cost the threads 0.1 and 0.9 us.
+  // 0.97-1.05x; and this GEMM's tiles claimed dynamically (own first, then the others'): GRU
+  // H512 B1 T1 even with 8 tiles, 5-20% slower with 32. In that call (15.0 us, C++ harness on the
+  // core library) each thread's share of the GEMM took 13.6-13.9 us and the barrier below cost
+  // the threads 0.1 and 0.9 us.
   // Fused, and the cell adds the two projections before anything else (all but the GRU): one
   // GEMM pass per tile computes their sum (tile_gemm2), and gx is not used.
   const bool merged = fuse && !Cell::kSplitGh;
