@@ -177,6 +177,34 @@ void pack_a_block(const T* a, idx rsa, idx csa, idx i0, idx i1, idx p0, int kc, 
   }
 }
 
+// One KC chunk (depth kc from pc, of K) of the row block [ib, ie) of C, over its columns
+// [jb, je): A read from apack when packed for this block and chunk, else in place.
+template <class T>
+inline void gemm_block(const Kern<T>& kern, int kc, idx pc, idx K, const T* a, idx rsa, idx csa,
+                       const T* apack, idx ib, idx ie, idx jb, idx je, const T* bp, T* c, idx ldc,
+                       bool acc) {
+  const int mr = kern.mr, nr = kern.nr;
+  for (idx j = jb; j < je; j += nr) {
+    const T* bpanel = bp + (j / nr) * K * nr + pc * nr;
+    const int n = (int)std::min<idx>(nr, je - j);
+    for (idx i = ib; i < ie; i += mr) {
+      const int m = (int)std::min<idx>(mr, ie - i);
+      // Accumulating into C (a weight gradient): its rows are read, added to and written back,
+      // and with a shallow K (one step of a small batch) waiting for them is most of the time.
+      // Ask for the next row tile's C lines now, while this tile computes.
+      if (acc)
+        for (idx r = i + mr; r < std::min(ie, i + 2 * (idx)mr); ++r) {
+          __builtin_prefetch(c + r * ldc + j, 1);
+          __builtin_prefetch(c + r * ldc + j + n - 1, 1);
+        }
+      if (apack)
+        kern.fn(kc, apack + (i - ib) * kc, 1, mr, bpanel, c + i * ldc + j, ldc, m, n, acc);
+      else
+        kern.fn(kc, a + i * rsa + pc * csa, rsa, csa, bpanel, c + i * ldc + j, ldc, m, n, acc);
+    }
+  }
+}
+
 // C[M x N] (=|+=) A[M x K] * B[K x N], B packed (packed_b_size(K, N, nr)); a(i,k) = a[i*rsa+k*csa].
 // The (MC x NC) tiles of C are dealt to threads; within a tile the k loop runs in fixed KC chunks
 // (one chunk of depth K when M <= mr).
@@ -213,26 +241,8 @@ void gemm_mt(const Kern<T>& kern, int tid, int nth, idx M, idx N, idx K, const T
       const int kc = (int)std::min<idx>(kcb, K - pc);
       const bool acc = accumulate || pc > 0;
       if (pack_a) pack_a_block(a, rsa, csa, ib, ie, pc, kc, mr, apack.data());
-      for (idx j = jb; j < je; j += nr) {
-        const T* bpanel = bp + (j / nr) * K * nr + pc * nr;
-        const int n = (int)std::min<idx>(nr, je - j);
-        for (idx i = ib; i < ie; i += mr) {
-          const int m = (int)std::min<idx>(mr, ie - i);
-          // Accumulating into C (a weight gradient): its rows are read, added to and written back,
-          // and with a shallow K (one step of a small batch) waiting for them is most of the time.
-          // Ask for the next row tile's C lines now, while this tile computes.
-          if (acc)
-            for (idx r = i + mr; r < std::min(ie, i + 2 * (idx)mr); ++r) {
-              __builtin_prefetch(c + r * ldc + j, 1);
-              __builtin_prefetch(c + r * ldc + j + n - 1, 1);
-            }
-          if (pack_a)
-            kern.fn(kc, apack.data() + (i - ib) * kc, 1, mr, bpanel, c + i * ldc + j, ldc, m, n,
-                    acc);
-          else
-            kern.fn(kc, a + i * rsa + pc * csa, rsa, csa, bpanel, c + i * ldc + j, ldc, m, n, acc);
-        }
-      }
+      gemm_block<T>(kern, kc, pc, K, a, rsa, csa, pack_a ? apack.data() : nullptr, ib, ie, jb,
+                    je, bp, c, ldc, acc);
     }
   }
 }
@@ -245,7 +255,7 @@ template <class T>
 void gemm2_mt(const Kern<T>& kern, int tid, int nth, idx M, idx K, const T* a, idx rsa, idx csa,
               idx N1, const T* bp1, T* c1, idx ldc1, idx N2, const T* bp2, T* c2, idx ldc2,
               bool accumulate) {
-  const int mr = kern.mr, nr = kern.nr;
+  const int mr = kern.mr;
   // At least 4 row blocks per thread where M allows (results do not depend on the blocking).
   const idx mc = std::min(round_up(kMC, mr),
                           std::max<idx>(mr, round_up(ceil_div(M, 4 * (idx)nth), mr)));
@@ -262,29 +272,9 @@ void gemm2_mt(const Kern<T>& kern, int tid, int nth, idx M, idx K, const T* a, i
       const int kc = (int)std::min<idx>(kcb, K - pc);
       const bool acc = accumulate || pc > 0;
       if (pack_a) pack_a_block(a, rsa, csa, ib, ie, pc, kc, mr, apack.data());
-      for (int which = 0; which < 2; ++which) {
-        const idx N = which ? N2 : N1, ldc = which ? ldc2 : ldc1;
-        const T* bp = which ? bp2 : bp1;
-        T* c = which ? c2 : c1;
-        for (idx j = 0; j < N; j += nr) {
-          const T* bpanel = bp + (j / nr) * K * nr + pc * nr;
-          const int n = (int)std::min<idx>(nr, N - j);
-          for (idx i = ib; i < ie; i += mr) {
-            const int m = (int)std::min<idx>(mr, ie - i);
-            if (acc)
-              for (idx r = i + mr; r < std::min(ie, i + 2 * (idx)mr); ++r) {
-                __builtin_prefetch(c + r * ldc + j, 1);
-                __builtin_prefetch(c + r * ldc + j + n - 1, 1);
-              }
-            if (pack_a)
-              kern.fn(kc, apack.data() + (i - ib) * kc, 1, mr, bpanel, c + i * ldc + j, ldc, m, n,
-                      acc);
-            else
-              kern.fn(kc, a + i * rsa + pc * csa, rsa, csa, bpanel, c + i * ldc + j, ldc, m, n,
-                      acc);
-          }
-        }
-      }
+      const T* ap = pack_a ? apack.data() : nullptr;
+      gemm_block<T>(kern, kc, pc, K, a, rsa, csa, ap, ib, ie, 0, N1, bp1, c1, ldc1, acc);
+      gemm_block<T>(kern, kc, pc, K, a, rsa, csa, ap, ib, ie, 0, N2, bp2, c2, ldc2, acc);
     }
   }
 }
