@@ -87,15 +87,7 @@ class Stream:
         cur, nxt = self._cur, 1 - self._cur
         h0 = None if self._zero else self._h[cur]
         c0 = None if self._zero or not self._lstm else self._c[cur]
-        # the model's packed-weights cache, checked inline as in its __call__
-        cached = m._packed
-        if cached is not None and cached[0][0] == m._version and \
-                cached[0][1] == _core.core_isa_name():
-            packed = cached[1]
-        else:
-            cached = None  # _packed_weights() repacks in place only if no one holds it
-            packed = m._packed_weights()
-        _core.core_forward(self._desc1, m._params, packed, x, None, h0, c0, None,
+        _core.core_forward(self._desc1, m._params, m._packed_weights(), x, None, h0, c0, None,
                            self._y, self._h[nxt], self._c[nxt] if self._lstm else None, None)
         self._cur = nxt
         self._zero = False
