@@ -186,9 +186,13 @@ inline bool fused_input(const Geometry& g, idx l, int mode) {
          (g.B >= 16 || (g.B >= 8 && (in <= 8 * g.B || TileShape<T>::mr >= 8)));
 }
 
-// Backward of an LSTM or RNN from this many steps on: the weight-gradient GEMMs share their dG^T
-// blocks (gemm2_mt).
+// Whether backward_direction computes dW_ih and dW_hh in one pass over dG^T (gemm2_mt): cells
+// whose dGh is dGx (all but the GRUs), from kSharedPackMinSteps steps on.
 constexpr idx kSharedPackMinSteps = 8;
+template <class Cell>
+inline bool shared_weight_grad_pass(const Geometry& g) {
+  return !Cell::kSplitGh && !kResetBefore<Cell> && g.T >= kSharedPackMinSteps;
+}
 
 inline bool row_active(const int64_t* len, idx b, idx t) { return !len || t < len[b]; }
 
@@ -702,12 +706,13 @@ void backward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, 
   // its own (the GRU, or fewer than kSharedPackMinSteps steps) less the first step's B rows when
   // they are zeros (zero_start; first forward, last in reverse)
   const idx zr = zero_start ? B : 0, zf = rev ? 0 : zr;
-  if (!Cell::kSplitGh && T_ >= kSharedPackMinSteps) {
-    // dGh is dGx (all but the GRU): one pass over its blocks feeds both products. Over all T*B
-    // rows, the zero-state step's included (its H_prev rows are the zeros the forward stored):
-    // dW_ih then has the bits of its own GEMM, and dW_hh those of a call given a zero state.
-    // (Packing dG^T twice, once per product, was 8% of a one-thread LSTM I64 H256 B32 T100
-    // training call; the zero rows add 1/T to dW_hh's work, hence the minimum T.)
+  if (shared_weight_grad_pass<Cell>(g)) {
+    // dGh is dGx: one pass over its blocks feeds both products. Over all T*B rows, the
+    // zero-state step's included (its H_prev rows are the zeros the forward stored): dW_ih then
+    // has the bits of its own GEMM, and dW_hh those of a call given a zero state. (Packing dG^T
+    // for each product took 6.0% of the perf samples of a one-thread LSTM I64 H256 B32 T100
+    // training call, one pass for both 4.5%; the zero rows add 1/T to dW_hh's work, hence the
+    // minimum T.)
     T* const pbx = packbuf;
     T* const pbh = packbuf + packed_b_size(TB, in, nr);
     pack_b_rowmajor_mt<T>(tid, nth, TB, in, xin, in, nr, pbx);
@@ -1169,7 +1174,7 @@ void backward_t(const Desc& desc, const ForwardArgs& f, const BackwardArgs& bw) 
   const ScratchPlan<T> scratch(
       {TB * g.GH, g.gru ? TB * g.GH : 0, 2 * BH, BH, g.L > 1 ? 2 * TB * g.DH : 0,
        packed_b_size(TB, std::max(g.in_size(0), std::max(g.H, g.DH)), g.nr) +
-           (g.gru ? 0 : packed_b_size(TB, g.H, g.nr)),
+           (shared_weight_grad_pass<Cell>(g) ? packed_b_size(TB, g.H, g.nr) : 0),
        g.bias ? 0 : g.GH});
   T* const zeros = scratch[6];
   if (!g.bias) std::fill(zeros, zeros + g.GH, T(0));
