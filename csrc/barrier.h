@@ -63,9 +63,12 @@ class StepScheduler {
   static constexpr int kMaxThreads = 256;
 
   // Only while no thread uses it. Owner o gets blocks [o*nblocks/nth, (o+1)*nblocks/nth).
-  void reset(int nth, int64_t nblocks) {
+  // flip: this call's steps walk in the other direction (step s as step s + 1 would), so that
+  // calls alternate too (see flipped()).
+  void reset(int nth, int64_t nblocks, bool flip = false) {
     nth_ = nth < kMaxThreads ? nth : kMaxThreads;
     nblocks_ = nblocks;
+    flip_ = flip;
     for (int o = 0; o < nth_; ++o) owners_[o].claimed.store(0, std::memory_order_relaxed);
     done_.store(0, std::memory_order_relaxed);
   }
@@ -81,7 +84,7 @@ class StepScheduler {
         // last are touched first by the next one. Weights larger than the last-level cache then
         // find the part that is still cached instead of being evicted just before their turn.
         const int64_t i = k - step * n;
-        *block = lo + ((step & 1) ? n - 1 - i : i);
+        *block = lo + (backwards(step) ? n - 1 - i : i);
         return true;
       }
     }
@@ -103,6 +106,9 @@ class StepScheduler {
   }
 
   int threads() const { return nth_; }
+  // Whether step `step` walks its blocks (and the panels inside them) backwards.
+  bool backwards(int64_t step) const { return ((step + (flip_ ? 1 : 0)) & 1) != 0; }
+  bool flipped() const { return flip_; }
 
  private:
   struct alignas(64) Owner {
@@ -110,6 +116,7 @@ class StepScheduler {
   };
   int nth_ = 1;
   int64_t nblocks_ = 0;
+  bool flip_ = false;
   Owner owners_[kMaxThreads];
   alignas(64) std::atomic<int64_t> done_{0};
 };

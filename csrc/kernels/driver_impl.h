@@ -16,6 +16,7 @@
 // the number of threads.
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -266,7 +267,9 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
   // Input projection gx = xin W_ih^T (b_ih is added in the gate math: writing the bias first and
   // accumulating would stream this buffer through memory twice more). Either for all steps at once,
   // one large GEMM, or (fused_input) step by step inside the block loop below, into a one-step gx.
-  if (!fuse) gemm_mt<T>(kern, tid, nth, T_ * B, GH, in, xin, in, 1, P.pk_wihT, gx, GH, false);
+  if (!fuse)
+    gemm_mt<T>(kern, tid, nth, T_ * B, GH, in, xin, in, 1, P.pk_wihT, gx, GH, false,
+               team.sched->flipped());
   // A one-step call of a small batch (T*B <= mr) takes this path too. Two alternatives measured
   // against it on the 2-core Zen 5 machine (AVX-512) and dropped: each block computing its own
   // columns of x W_ih^T in the block loop below (wide blocks kept, same bits, no barrier between
@@ -492,7 +495,7 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
       // that weights beyond the last-level cache are met while still cached.
       if (zero_h) std::fill(tile, tile + (idx)rows * ts, T(0));
       for (idx i = 0; i < (zero_h ? 0 : pu1 - pu0); ++i) {
-        const idx pu = (s & 1) ? pu1 - 1 - i : pu0 + i;
+        const idx pu = sched.backwards(s) ? pu1 - 1 - i : pu0 + i;
         for (int gg = 0; gg < G; ++gg)
           tile_gemm<T>((int)H, hprev, H, 1, P.pk_whhT + (pu * G + gg) * H * nr,
                        tile + gg * kW + (pu - pu0) * nr, ts, (int)rows,
@@ -758,7 +761,8 @@ void forward_direction_rb(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P
   constexpr int G = Cell::G;
   const bool rev = d == 1, train = P.hs != nullptr;
 
-  gemm_mt<T>(kern, tid, nth, T_ * B, GH, in, xin, in, 1, P.pk_wihT, gx, GH, false);
+  gemm_mt<T>(kern, tid, nth, T_ * B, GH, in, xin, in, 1, P.pk_wihT, gx, GH, false,
+             team.sched->flipped());
 
   idx u0, u1;
   split(g.unit_blocks(), tid, nth, &u0, &u1);
@@ -1112,6 +1116,16 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
   if (!g.bias || any_fused) std::fill(zeros, zeros + g.GH, T(0));
   static thread_local StepScheduler sched_storage;  // of the calling thread, reused across calls
   StepScheduler* const sched = &sched_storage;
+  // Every other call walks the weights the other way round (StepScheduler::reset's flip, and
+  // gemm_mt's backwards for a one-step input projection): a call then starts on the panels that
+  // the previous call read last, which are still in L2. Weights a little over the threads' L2
+  // caches are then mostly read from there, not from L3 (one-step calls, where each call reads
+  // every weight once). The results do not depend on the order.
+  // The parity counts the steps of all calls so far, so that the steps of consecutive calls
+  // keep alternating across the call boundary (StepScheduler's serpentine).
+  static std::atomic<uint64_t> steps_so_far{0};
+  const bool flip =
+      (steps_so_far.fetch_add((uint64_t)g.T, std::memory_order_relaxed) & 1u) != 0;
 
   for (idx l = 0; l < g.L; ++l) {
     const T* xin = l == 0 ? static_cast<const T*>(a.x)
@@ -1132,7 +1146,7 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
       };
       // Sized for the nt threads asked for, before the region: no barrier inside it for this.
       SpinBarrier bar(nt);
-      sched->reset(nt, ceil_div(g.unit_blocks(), panels_for(nt)));
+      sched->reset(nt, ceil_div(g.unit_blocks(), panels_for(nt)), flip);
       run_team(nt, [&] {
         DenormalGuard<T> guard;
         // OpenMP may grant fewer threads than asked for (nesting, thread limits): then size the
@@ -1143,7 +1157,7 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
 #pragma omp single
           {
             bar.reset(thread_count());
-            sched->reset(thread_count(), ceil_div(g.unit_blocks(), panels));
+            sched->reset(thread_count(), ceil_div(g.unit_blocks(), panels), flip);
           }
         }
         const Team team{thread_id(), thread_count(), &bar, sched};
