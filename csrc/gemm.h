@@ -205,6 +205,27 @@ inline void gemm_block(const Kern<T>& kern, int kc, idx pc, idx K, const T* a, i
   }
 }
 
+// The depth loop of row block [ib, ie) of A, shared by gemm_mt and gemm2_mt: KC chunks, where A
+// not row-major (csa != 1) is first copied into mr-row panels per chunk (a thread-local copy, at
+// most mc rows); f(kc, pc, apack or null, acc) computes one chunk, acc: add into C.
+// Depth blocks of kKC keep a B panel block in L1 for the next row tile. With a single row tile
+// (M <= mr: a one-step input projection of a small batch) nothing reuses it, and walking B in
+// kKC blocks only cuts each panel's stream in pieces: one block of depth K there (one-step
+// GRU H512 B1 ~1.07x, LSTM H512 B4 ~1.05x). The depth blocking depends on M only.
+template <class T, class F>
+inline void for_each_depth_chunk(idx M, idx K, const T* a, idx rsa, idx csa, int mr, idx mc,
+                                 idx ib, idx ie, bool accumulate, F&& f) {
+  const idx kcb = M <= mr ? std::max<idx>(K, 1) : kKC;
+  const bool pack_a = csa != 1;
+  static thread_local std::vector<T> apack;
+  if (pack_a && (idx)apack.size() < mc * kcb) apack.resize(mc * kcb);
+  for (idx pc = 0; pc < K; pc += kcb) {
+    const int kc = (int)std::min<idx>(kcb, K - pc);
+    if (pack_a) pack_a_block(a, rsa, csa, ib, ie, pc, kc, mr, apack.data());
+    f(kc, pc, pack_a ? apack.data() : nullptr, accumulate || pc > 0);
+  }
+}
+
 // C[M x N] (=|+=) A[M x K] * B[K x N], B packed (packed_b_size(K, N, nr)); a(i,k) = a[i*rsa+k*csa].
 // The (MC x NC) tiles of C are dealt to threads; within a tile the k loop runs in fixed KC chunks
 // (one chunk of depth K when M <= mr).
@@ -230,14 +251,6 @@ void gemm_mt(const Kern<T>& kern, int tid, int nth, idx M, idx N, idx K, const T
   if (mt * ceil_div(N, nc) < 4 * (idx)nth)
     nc = std::max<idx>(nr, round_up(ceil_div(N, ceil_div(4 * (idx)nth, mt)), nr));
   const idx nt = ceil_div(N, nc);
-  const bool pack_a = csa != 1;
-  // Depth blocks of kKC keep a B panel block in L1 for the next row tile. With a single row tile
-  // (M <= mr: a one-step input projection of a small batch) nothing reuses it, and walking B in
-  // kKC blocks only cuts each panel's stream in pieces: one block of depth K there (one-step
-  // GRU H512 B1 ~1.07x, LSTM H512 B4 ~1.05x). The depth blocking depends on M only.
-  const idx kcb = M <= mr ? std::max<idx>(K, 1) : kKC;
-  static thread_local std::vector<T> apack;
-  if (pack_a && (idx)apack.size() < mc * kcb) apack.resize(mc * kcb);
   idx t0, t1;
   split(mt * nt, tid, nth, &t0, &t1);
   backwards = backwards && M <= mr;
@@ -245,13 +258,11 @@ void gemm_mt(const Kern<T>& kern, int tid, int nth, idx M, idx N, idx K, const T
     const idx t = backwards ? t1 - 1 - (q - t0) : q;
     const idx ib = (t % mt) * mc, jb = (t / mt) * nc;
     const idx ie = std::min(M, ib + mc), je = std::min(N, jb + nc);
-    for (idx pc = 0; pc < K; pc += kcb) {
-      const int kc = (int)std::min<idx>(kcb, K - pc);
-      const bool acc = accumulate || pc > 0;
-      if (pack_a) pack_a_block(a, rsa, csa, ib, ie, pc, kc, mr, apack.data());
-      gemm_block<T>(kern, kc, pc, K, a, rsa, csa, pack_a ? apack.data() : nullptr, ib, ie, jb,
-                    je, bp, c, ldc, acc);
-    }
+    for_each_depth_chunk<T>(M, K, a, rsa, csa, mr, mc, ib, ie, accumulate,
+                            [&](int kc, idx pc, const T* ap, bool acc) {
+                              gemm_block<T>(kern, kc, pc, K, a, rsa, csa, ap, ib, ie, jb, je,
+                                            bp, c, ldc, acc);
+                            });
   }
 }
 
@@ -268,22 +279,17 @@ void gemm2_mt(const Kern<T>& kern, int tid, int nth, idx M, idx K, const T* a, i
   const idx mc = std::min(round_up(kMC, mr),
                           std::max<idx>(mr, round_up(ceil_div(M, 4 * (idx)nth), mr)));
   const idx mt = ceil_div(M, mc);
-  const bool pack_a = csa != 1;
-  const idx kcb = M <= mr ? std::max<idx>(K, 1) : kKC;
-  static thread_local std::vector<T> apack;
-  if (pack_a && (idx)apack.size() < mc * kcb) apack.resize(mc * kcb);
   idx t0, t1;
   split(mt, tid, nth, &t0, &t1);
   for (idx t = t0; t < t1; ++t) {
     const idx ib = t * mc, ie = std::min(M, ib + mc);
-    for (idx pc = 0; pc < K; pc += kcb) {
-      const int kc = (int)std::min<idx>(kcb, K - pc);
-      const bool acc = accumulate || pc > 0;
-      if (pack_a) pack_a_block(a, rsa, csa, ib, ie, pc, kc, mr, apack.data());
-      const T* ap = pack_a ? apack.data() : nullptr;
-      gemm_block<T>(kern, kc, pc, K, a, rsa, csa, ap, ib, ie, 0, N1, bp1, c1, ldc1, acc);
-      gemm_block<T>(kern, kc, pc, K, a, rsa, csa, ap, ib, ie, 0, N2, bp2, c2, ldc2, acc);
-    }
+    for_each_depth_chunk<T>(M, K, a, rsa, csa, mr, mc, ib, ie, accumulate,
+                            [&](int kc, idx pc, const T* ap, bool acc) {
+                              gemm_block<T>(kern, kc, pc, K, a, rsa, csa, ap, ib, ie, 0, N1, bp1,
+                                            c1, ldc1, acc);
+                              gemm_block<T>(kern, kc, pc, K, a, rsa, csa, ap, ib, ie, 0, N2, bp2,
+                                            c2, ldc2, acc);
+                            });
   }
 }
 
