@@ -96,15 +96,16 @@ def test_dropout_masks_independent_of_threads(cell, restore_threads):
     x, hx, ry, rh, rc = make_data(rng, cell, T, B, I, H, L, True, False, "float64")
     lengths = ragged_lengths(rng, B, T)
     outs = []
-    for n in (1, 2):
+    for n in (1, 2, 3):
         rf.set_num_threads(n)
         m = rf_model(cell, I, H, L, dropout=0.4, bidirectional=True, dtype="float64", seed=8)
         m.zero_grad()
         y, _, tape = m.forward(x, hx=hx, lengths=lengths, train=True)
         dx, _ = m.backward(tape, ry, (rh, rc) if is_lstm(cell) else rh)
         outs.append((np.array(y), np.array(dx), np.array(m.grads, copy=True)))
-    for a, b, what in zip(outs[0], outs[1], ("y", "dx", "grads")):
-        assert np.array_equal(a, b), f"{cell} dropout {what} differs between 1 and 2 threads"
+    for n, other in zip((2, 3), outs[1:]):
+        for a, b, what in zip(outs[0], other, ("y", "dx", "grads")):
+            assert np.array_equal(a, b), f"{cell} dropout {what} differs between 1 and {n} threads"
 
 
 def test_num_threads_api(restore_threads):

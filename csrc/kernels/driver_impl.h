@@ -153,6 +153,7 @@ struct Team {
   int tid, nth;
   SpinBarrier* bar;
   StepScheduler* sched;  // forward time loop only
+  bool flip;             // this call walks the weights the other way round (forward_t)
   void sync() const { bar->wait(); }
 };
 
@@ -269,7 +270,7 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
   // one large GEMM, or (fused_input) step by step inside the block loop below, into a one-step gx.
   if (!fuse)
     gemm_mt<T>(kern, tid, nth, T_ * B, GH, in, xin, in, 1, P.pk_wihT, gx, GH, false,
-               team.sched->flipped());
+               team.flip);
   // A one-step call of a small batch (T*B <= mr) takes this path too. Two alternatives measured
   // against it on the 2-core Zen 5 machine (AVX-512) and dropped: each block computing its own
   // columns of x W_ih^T in the block loop below (wide blocks kept, same bits, no barrier between
@@ -765,7 +766,7 @@ void forward_direction_rb(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P
   const bool rev = d == 1, train = P.hs != nullptr;
 
   gemm_mt<T>(kern, tid, nth, T_ * B, GH, in, xin, in, 1, P.pk_wihT, gx, GH, false,
-             team.sched->flipped());
+             team.flip);
 
   idx u0, u1;
   split(g.unit_blocks(), tid, nth, &u0, &u1);
@@ -1130,50 +1131,60 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
   const bool flip =
       (steps_so_far.fetch_add((uint64_t)g.T, std::memory_order_relaxed) & 1u) != 0;
 
-  for (idx l = 0; l < g.L; ++l) {
-    const T* xin = l == 0 ? static_cast<const T*>(a.x)
-                          : (train ? ws + g.ws_layer_input(l) : inter + ((l - 1) & 1) * TB * g.DH);
-    T* yout = l == g.L - 1 ? static_cast<T*>(a.y)
-                           : (train ? ws + g.ws_layer_input(l + 1) : inter + (l & 1) * TB * g.DH);
-    const bool fuse = all_fused || (!kResetBefore<Cell> && fused_input<T>(g, l, fuse_mode));
-    for (idx d = 0; d < g.D; ++d) {
-      const LayerPtrs<T> P = layer_ptrs<T>(g, l, d, params, packed, ws, zeros);
-      const idx so = (l * g.D + d) * BH;
-      const T* h0 = a.h0 ? static_cast<const T*>(a.h0) + so : nullptr;
-      const T* c0 = a.c0 ? static_cast<const T*>(a.c0) + so : nullptr;
-      T* hn = static_cast<T*>(a.hn) + so;
-      T* cn = a.cn ? static_cast<T*>(a.cn) + so : nullptr;
-      // Wide blocks compute no fused input projection: one-panel blocks where it is fused.
-      auto panels_for = [&](int n) {
-        return fuse ? idx(1) : forward_panels_per_block(g, n, kResetBefore<Cell>, wide_mode);
-      };
-      // Sized for the nt threads asked for, before the region: no barrier inside it for this.
-      SpinBarrier bar(nt);
-      sched->reset(nt, ceil_div(g.unit_blocks(), panels_for(nt)), flip);
-      run_team(nt, [&] {
-        DenormalGuard<T> guard;
-        // OpenMP may grant fewer threads than asked for (nesting, thread limits): then size the
-        // barrier and the scheduler from the team actually running (every thread of the team
-        // sees the same count, so all or none of them reach the single).
-        const idx panels = panels_for(thread_count());
-        if (thread_count() != nt) {
+  // One parallel region for the whole call: the layers and directions follow each other inside
+  // it, separated by a barrier of the team (the next one reads this one's output, and they share
+  // hbuf, cbuf and gx), instead of a region each (0.45 us to start one on two threads here).
+  SpinBarrier bar(nt);
+  run_team(nt, [&] {
+    DenormalGuard<T> guard;
+    // OpenMP may grant fewer threads than asked for (nesting, thread limits): then size the
+    // barrier and the scheduler from the team actually running (every thread of the team sees
+    // the same count, so all or none of them reach the single).
+    const int nth = thread_count(), tid = thread_id();
+    if (nth != nt) {
 #pragma omp single
-          {
-            bar.reset(thread_count());
-            sched->reset(thread_count(), ceil_div(g.unit_blocks(), panels), flip);
-          }
-        }
-        const Team team{thread_id(), thread_count(), &bar, sched};
+      bar.reset(nth);
+    }
+    const Team team{tid, nth, &bar, sched, flip};
+    for (idx l = 0; l < g.L; ++l) {
+      const T* xin = l == 0 ? static_cast<const T*>(a.x)
+                            : (train ? ws + g.ws_layer_input(l) : inter + ((l - 1) & 1) * TB * g.DH);
+      T* yout = l == g.L - 1 ? static_cast<T*>(a.y)
+                             : (train ? ws + g.ws_layer_input(l + 1) : inter + (l & 1) * TB * g.DH);
+      const bool fuse = all_fused || (!kResetBefore<Cell> && fused_input<T>(g, l, fuse_mode));
+      // Wide blocks compute no fused input projection: one-panel blocks where it is fused.
+      const idx panels =
+          fuse ? idx(1) : forward_panels_per_block(g, nth, kResetBefore<Cell>, wide_mode);
+      for (idx d = 0; d < g.D; ++d) {
+        const LayerPtrs<T> P = layer_ptrs<T>(g, l, d, params, packed, ws, zeros);
+        const idx so = (l * g.D + d) * BH;
+        const T* h0 = a.h0 ? static_cast<const T*>(a.h0) + so : nullptr;
+        const T* c0 = a.c0 ? static_cast<const T*>(a.c0) + so : nullptr;
+        T* hn = static_cast<T*>(a.hn) + so;
+        T* cn = a.cn ? static_cast<T*>(a.cn) + so : nullptr;
+        // Every thread is done with the previous direction (its last step has no closing wait)
+        // and with the scheduler; the one reset here is seen by all after the first barrier in
+        // forward_direction(_rb), before which nobody claims a block.
+        if (l > 0 || d > 0) team.sync();
+        if (tid == 0) sched->reset(nth, ceil_div(g.unit_blocks(), panels), flip);
         if constexpr (kResetBefore<Cell>)
           forward_direction_rb<T, Cell>(g, l, d, P, xin, yout, h0, hn, a.lengths, gx, hbuf, qbuf,
                                         team);
         else
-          forward_direction<T, Cell>(g, l, d, P, xin, yout, h0, c0, hn, cn, a.lengths, gx,
-                                     hbuf, cbuf, fuse, panels == kWidePanels, zeros, team);
-      });
+          forward_direction<T, Cell>(g, l, d, P, xin, yout, h0, c0, hn, cn, a.lengths, gx, hbuf,
+                                     cbuf, fuse, panels == kWidePanels, zeros, team);
+      }
+      // Dropout on this layer's output, each thread its own contiguous share (elementwise, so
+      // the same bits at any thread count), once every direction has written it.
+      if (l < g.L - 1 && mask) {
+        team.sync();
+        idx e0, e1;
+        split(TB * g.DH, tid, nth, &e0, &e1);
+        const T* ml = mask + l * TB * g.DH;
+        for (idx e = e0; e < e1; ++e) yout[e] *= ml[e];
+      }
     }
-    if (l < g.L - 1 && mask) scale_by_mask<T>(TB * g.DH, yout, mask + l * TB * g.DH, nt);
-  }
+  });
 }
 
 template <class T, class Cell>
@@ -1223,7 +1234,7 @@ void backward_t(const Desc& desc, const ForwardArgs& f, const BackwardArgs& bw) 
 #pragma omp single
           bar.reset(thread_count());
         }
-        const Team team{thread_id(), thread_count(), &bar, nullptr};
+        const Team team{thread_id(), thread_count(), &bar, nullptr, false};
         if constexpr (kResetBefore<Cell>)
           backward_direction_rb<T, Cell>(g, l, d, P, xin, dyl, dhn, dh0, f.lengths, dp, dxin,
                                          d > 0, dgx, dhbuf, packbuf, zero_start, team);
