@@ -64,7 +64,7 @@ class StepScheduler {
 
   // Only while no thread uses it. Owner o gets blocks [o*nblocks/nth, (o+1)*nblocks/nth).
   // flip: this call's steps walk in the other direction (step s as step s + 1 would), so that
-  // calls alternate too (see flipped()).
+  // calls alternate too (forward_t passes the same flag to the input projection's GEMM).
   void reset(int nth, int64_t nblocks, bool flip = false) {
     nth_ = nth < kMaxThreads ? nth : kMaxThreads;
     nblocks_ = nblocks;
@@ -108,7 +108,6 @@ class StepScheduler {
   int threads() const { return nth_; }
   // Whether step `step` walks its blocks (and the panels inside them) backwards.
   bool backwards(int64_t step) const { return ((step + (flip_ ? 1 : 0)) & 1) != 0; }
-  bool flipped() const { return flip_; }
 
  private:
   struct alignas(64) Owner {
