@@ -93,10 +93,15 @@ struct Geometry {
 // Results do not depend on this choice.
 inline constexpr double kMinStepFlopsPerThread = 3e4;
 
+// The most threads one call's team has: the time loop's scheduler keeps a claim counter per
+// thread (StepScheduler::kMaxThreads, checked against this in driver_impl.h). Without the cap, a
+// hidden size over 8192 (more than 256 unit blocks) at more than 256 threads indexed past them.
+inline constexpr int kMaxTeamThreads = 256;
 inline int threads_for(const Geometry& g, int requested) {
   const double step_flops = 2.0 * (double)g.B * (double)g.GH * (double)g.H;
   const idx by_work = std::max<idx>(1, (idx)(step_flops / kMinStepFlopsPerThread));
-  return (int)std::max<idx>(1, std::min<idx>({(idx)requested, g.unit_blocks(), by_work}));
+  return (int)std::max<idx>(
+      1, std::min<idx>({(idx)requested, g.unit_blocks(), by_work, (idx)kMaxTeamThreads}));
 }
 
 // Panels per scheduled block of the forward time loop (forward_direction). At a batch of 1-4 rows

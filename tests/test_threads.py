@@ -6,6 +6,7 @@ import pytest
 import torch  # noqa: F401  (the oracle must be importable; see conftest)
 
 import rnnfast as rf
+from rnnfast import _core
 from conftest import CELLS, NP_DTYPES, is_lstm, make_data, ragged_lengths, rf_model
 
 T, B, I, H, L = 13, 9, 11, 67, 2
@@ -130,6 +131,19 @@ def test_num_threads_api(restore_threads):
         pass
     else:
         assert rf.get_num_threads() >= 1
+
+
+def test_team_capped_at_256_threads(restore_threads):
+    """A call never runs more threads than the time loop's scheduler has counters for (256), even
+    when more are asked for and the model has more unit blocks than that (hidden > 8192)."""
+    m = rf.RNN(4, 16)
+    desc = m._desc(2, 1)
+    for hidden, want in ((8192 + 32, 256), (8192, 256), (4096, 128)):
+        big = desc[:5] + (hidden,) + desc[6:]  # (cell, dtype, T, B, input, hidden, ...)
+        rf.set_num_threads(4096)
+        assert _core.core_threads_for_call(big) == want
+        rf.set_num_threads(3)
+        assert _core.core_threads_for_call(big) == 3
 
 
 def test_build_info():

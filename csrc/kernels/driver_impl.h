@@ -148,6 +148,9 @@ LayerPtrs<T> layer_ptrs(const Geometry& g, idx l, idx d, const T* params, const 
   return p;
 }
 
+static_assert(StepScheduler::kMaxThreads >= kMaxTeamThreads,
+              "the scheduler has a counter for every thread of a team");
+
 // The threads of one parallel region: who I am, how many we are, and the barrier we share.
 struct Team {
   int tid, nth;
