@@ -147,6 +147,11 @@ void pack_a_block(const T* a, idx rsa, idx csa, idx i0, idx i1, idx p0, int kc, 
     constexpr int kKB = 8;
     for (int k0 = 0; k0 < kc; k0 += kKB) {
       const int k1 = std::min(kc, k0 + kKB);
+      // The k rows are a page or more apart (dG^T: G*H values), where the hardware prefetchers
+      // do not follow: ask for the rows two blocks ahead (prefetches past A's end never fault).
+      for (int k = k0 + 2 * kKB; k < k0 + 3 * kKB; ++k)
+        for (idx i = i0; i < i1; i += 64 / (idx)sizeof(T))
+          __builtin_prefetch(a + i + (p0 + k) * csa);
       for (idx i = i0, q = 0; i < i1; i += mr, ++q) {
         T* dst = out + q * kc * mr;
         const idx rows = std::min<idx>(mr, i1 - i);
