@@ -505,11 +505,29 @@ def _print_row(row, out):
           f"{100 * row['peak_frac']:>5.1f}% {bound:>12} {sp:>8}", file=out, flush=True)
 
 
+def is_compute_class(s):
+    """The shapes the speed targets call compute-bound: batch >= 16 and hidden >= 512."""
+    return s["B"] >= 16 and s["H"] >= 512
+
+
 def _summary(rows):
+    """The figures the speed targets are read from: geometric-mean speedup over the best peer,
+    rows slower than it, the range of % peak of the compute-class rows (is_compute_class) per
+    mode, and how many memory-bound rows are within 15% of their roofline limit."""
     sp = [r["speedup"] for r in rows if r["speedup"]]
+    peak = {}
+    for r in rows:
+        if is_compute_class(r["shape"]):
+            peak.setdefault(r["shape"]["mode"], []).append(r["peak_frac"])
+    mem = [r for r in rows if r["bound"] == "memory"]
     return dict(shapes=len(rows), geomean_speedup=float(np.exp(np.mean(np.log(sp)))) if sp else None,
                 slower_than_best_peer=[r["label"] + " " + r["shape"]["mode"] for r in rows
-                                       if r["speedup"] and r["speedup"] < 1.0])
+                                       if r["speedup"] and r["speedup"] < 1.0],
+                compute_peak_frac={m: [min(v), max(v)] for m, v in peak.items()},
+                memory_bound=len(mem),
+                memory_within_15pct=sum(r["bw_frac"] >= 0.85 for r in mem),
+                memory_not_within_15pct=[r["label"] + " " + r["shape"]["mode"] for r in mem
+                                         if r["bw_frac"] < 0.85])
 
 
 def _print_summary(summ, out):
@@ -517,6 +535,12 @@ def _print_summary(summ, out):
         print(f"geometric-mean speedup over the best peer: {summ['geomean_speedup']:.2f}x over "
               f"{summ['shapes']} shapes; slower than the best peer on "
               f"{len(summ['slower_than_best_peer'])}", file=out)
+    for mode, (lo, hi) in sorted(summ["compute_peak_frac"].items()):
+        print(f"compute-class rows (batch >= 16, hidden >= 512), {mode}: {100 * lo:.1f}-"
+              f"{100 * hi:.1f}% of the FMA peak", file=out)
+    if summ["memory_bound"]:
+        print(f"memory-bound rows within 15% of the roofline limit: "
+              f"{summ['memory_within_15pct']} of {summ['memory_bound']}", file=out)
 
 
 def save_json(result, path):

@@ -135,3 +135,31 @@ def test_run_shape_takes_turns(monkeypatch):
     for name, r in res.items():
         assert r["samples"] == 6  # budget 0: the minimum, 2 rounds per pass
         assert r["median_s"] >= 0 and r["iqr_rel"] >= 0
+
+
+def test_summary_reads_the_targets_from_the_rows():
+    def row(label, B, H, mode, speedup, peak, bound="compute", bw=None):
+        r = dict(label=label, shape=dict(B=B, H=H, mode=mode), speedup=speedup, peak_frac=peak,
+                 bound=bound)
+        if bw is not None:
+            r["bw_frac"] = bw
+        return r
+    rows = [row("a", 16, 512, "inference", 2.0, 0.8),
+            row("b", 64, 1024, "inference", 0.5, 0.9),
+            row("c", 16, 512, "training", 1.0, 0.7),
+            row("d", 8, 512, "inference", 1.0, 0.1),      # batch < 16: not compute-class
+            row("e", 32, 256, "training", 1.0, 0.2),      # hidden < 512: not compute-class
+            row("f", 1, 1024, "inference", 1.0, 0.3, "memory", 0.85),
+            row("g", 1, 1536, "inference", 1.0, 0.3, "memory", 0.84)]
+    s = benchmark._summary(rows)
+    assert s["geomean_speedup"] == pytest.approx(1.0)
+    assert s["slower_than_best_peer"] == ["b inference"]
+    assert s["compute_peak_frac"] == {"inference": [0.8, 0.9], "training": [0.7, 0.7]}
+    assert (s["memory_bound"], s["memory_within_15pct"]) == (2, 1)
+    assert s["memory_not_within_15pct"] == ["g inference"]
+    import io
+    buf = io.StringIO()
+    benchmark._print_summary(s, buf)
+    text = buf.getvalue()
+    assert "inference: 80.0-90.0% of the FMA peak" in text and "training: 70.0-70.0%" in text
+    assert "within 15% of the roofline limit: 1 of 2" in text
