@@ -425,9 +425,19 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
               for (idx j = ju0; j < ju1; j += 64 / (idx)sizeof(T))
                 __builtin_prefetch(gxt + b * GH + gg * H + j);
         }
-        if (!merged && zero_h)
+        if (!merged && zero_h) {
           std::fill(tile, tile + (r1 - r0) * G * nr, T(0));
-        else if (!merged)
+        } else if (!merged && B == 1 && H < kLongK) {
+          // batch 1, short panels: the gates two at a time (tile_pair_short, same bits)
+          int gg = 0;
+          for (; gg + 1 < G; gg += 2)
+            tile_pair_short<T, TileShape<T>::nv>((int)H, hprev, P.pk_whhT + (u * G + gg) * H * nr,
+                                                 P.pk_whhT + (u * G + gg + 1) * H * nr,
+                                                 tile + gg * nr, tile + (gg + 1) * nr);
+          for (; gg < G; ++gg)
+            tile_gemm<T>((int)H, hprev, H, 1, P.pk_whhT + (u * G + gg) * H * nr, tile + gg * nr,
+                         G * nr, 1, nr, 0);
+        } else if (!merged)
           for (int gg = 0; gg < G; ++gg)
             for (idx i0 = r0; i0 < r1; i0 += mr)
               tile_gemm<T>((int)H, hprev + i0 * H, H, 1, P.pk_whhT + (u * G + gg) * H * nr,
