@@ -27,11 +27,13 @@ using std::ptrdiff_t;
 // Staged gate math of a block of rows x W units (W: the kernel's panel width, a compile-time
 // constant). The per-unit fwd() above is one long dependency chain per unit (exp, divide, ...,
 // then tanh(c)); the out-of-order window holds too few of them to hide their latency, so the
-// gate math ran at ~36 cycles per unit. fwd_rows() runs the same scalar operations stage by stage
-// over arrays of rows*W values, whose iterations are independent: ~17 cycles per unit, with
-// results identical to fwd() (same operations, same order, per element). The LSTM and GRU stages
-// are: the gates' activations (and the LSTM's c_t) in one loop per row, the last tanh over all
-// rows, the outputs per row; each activation as a pass of its own was ~30% slower.
+// gate math ran at about half the speed (an earlier build: ~36 against ~17 cycles per unit, in
+// the engine). fwd_rows() runs the same scalar operations stage by stage over arrays of rows*W
+// values, whose iterations are independent, with results identical to fwd() (same operations,
+// same order, per element). The LSTM and GRU stages are: the gates' activations (and the LSTM's
+// c_t) in one loop per row, the last tanh over all rows, the outputs per row; each activation as
+// a pass of its own was ~30% slower (standalone LSTM, 16 rows x 32 units, AVX-512: 3.6 against
+// 2.5 TSC cycles per unit).
 //   rows of the block: gx + r*gxs (+ g*gs + k), gh (the GEMM tile) + r*ghs (+ g*ts + k),
 //   hp/cp/hn/cn + r*hs, y + r*ys, st + r*sts (+ g*gs + k); all offset to the block's first unit.
 //   Only units k < w are read or written; only rows with active[r] are written.
@@ -177,7 +179,7 @@ struct LstmCell {
   // The gate activations and c_t in one pass per row (every element independent, so the loop over
   // a row's units vectorises and rows overlap), then tanh(c_t) over all rows, then the outputs.
   // Before, the gather, each activation and the c_t update were passes of their own over the
-  // staged arrays: standalone (16 rows x 32 units, AVX-512) 3.6 cycles per unit, now 2.5; same
+  // staged arrays: standalone (16 rows x 32 units, AVX-512) 3.6 TSC cycles per unit, now 2.5; same
   // bits. A full block (w == W) gets compile-time trip counts (another ~10%).
   template <bool Store, int W>
   static RF_ALWAYS_INLINE void fwd_rows(const StageIO<T>& a) {
