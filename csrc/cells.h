@@ -98,14 +98,20 @@ RF_ALWAYS_INLINE void stage_store4(const StageIO<T>& a, ptrdiff_t r, const T* p0
 }
 
 template <class T>
-RF_ALWAYS_INLINE void stage_sigmoid(ptrdiff_t n, T* v) {
-#pragma GCC ivdep
-  for (ptrdiff_t e = 0; e < n; ++e) v[e] = Act<T>::sigmoid(v[e]);
-}
-template <class T>
 RF_ALWAYS_INLINE void stage_tanh(ptrdiff_t n, const T* in, T* out) {
 #pragma GCC ivdep
   for (ptrdiff_t e = 0; e < n; ++e) out[e] = Act<T>::tanh(in[e]);
+}
+
+// Cell::fwd_rows_w<Store, W, Full>(a) with Full = (a.w == W): a full block's loops over its units
+// get compile-time trip counts (standalone LSTM, 16 rows x 32 units: ~10% faster than with the
+// count known only at run time).
+template <class Cell, bool Store, int W, class T>
+RF_ALWAYS_INLINE void stage_rows(const StageIO<T>& a) {
+  if (a.w == W)
+    Cell::template fwd_rows_w<Store, W, true>(a);
+  else
+    Cell::template fwd_rows_w<Store, W, false>(a);
 }
 
 // Elman RNN, h_t = act(gx + b_ih + gh + b_hh). Stores nothing: act' is recovered from h_t.
@@ -180,13 +186,10 @@ struct LstmCell {
   // a row's units vectorises and rows overlap), then tanh(c_t) over all rows, then the outputs.
   // Before, the gather, each activation and the c_t update were passes of their own over the
   // staged arrays: standalone (16 rows x 32 units, AVX-512) 3.6 TSC cycles per unit, now 2.5; same
-  // bits. A full block (w == W) gets compile-time trip counts (another ~10%).
+  // bits.
   template <bool Store, int W>
   static RF_ALWAYS_INLINE void fwd_rows(const StageIO<T>& a) {
-    if (a.w == W)
-      fwd_rows_w<Store, W, true>(a);
-    else
-      fwd_rows_w<Store, W, false>(a);
+    stage_rows<LstmCell, Store, W>(a);
   }
   template <bool Store, int W, bool Full>
   static RF_ALWAYS_INLINE void fwd_rows_w(const StageIO<T>& a) {
@@ -391,10 +394,7 @@ struct GruCell {
   // passes of their own). Same bits.
   template <bool Store, int W>
   static RF_ALWAYS_INLINE void fwd_rows(const StageIO<T>& a) {
-    if (a.w == W)
-      fwd_rows_w<Store, W, true>(a);
-    else
-      fwd_rows_w<Store, W, false>(a);
+    stage_rows<GruCell, Store, W>(a);
   }
   template <bool Store, int W, bool Full>
   static RF_ALWAYS_INLINE void fwd_rows_w(const StageIO<T>& a) {

@@ -1,6 +1,7 @@
 """`rnnfast bench` end to end on two tiny shapes: the table, the JSON, the derived columns, and the
 outputs cross-check between frameworks. Timing values are not asserted (benchmarks are not
 tests); only that they exist and are positive."""
+import io
 import json
 
 import pytest
@@ -157,7 +158,6 @@ def test_summary_reads_the_targets_from_the_rows():
     assert s["compute_peak_frac"] == {"inference": [0.8, 0.9], "training": [0.7, 0.7]}
     assert (s["memory_bound"], s["memory_within_15pct"]) == (2, 1)
     assert s["memory_not_within_15pct"] == ["g inference"]
-    import io
     buf = io.StringIO()
     benchmark._print_summary(s, buf)
     text = buf.getvalue()

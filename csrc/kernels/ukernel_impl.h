@@ -145,11 +145,11 @@ void tile_fixed(int kc, const T* a, std::ptrdiff_t rsa, std::ptrdiff_t csa, cons
 
 // One row of A against two panels in one pass over k: the partial sums of two one-row tiles
 // (TileAcc<T, 1, NV>, the same sets and order, so the same bits as two tile_fixed<T, 1, NV>
-// calls), one load of a(k) for both. Only for short panels (kc < kLongK: a batch-1 step of a
-// hidden size under 128, which stays in L1): there the two tiles' 16 accumulators hide the FMA
-// latency that one tile's 8 leave exposed (standalone, AVX-512, the 8 panels of an LSTM H64 step:
-// 1045 against 1214 TSC cycles); over longer panels, where the one-row tile keeps fewer partial
-// sums (RF_KS1_LONG), the pair was 0.6-0.9x as fast.
+// calls), one load of a(k) for both and two independent sets of accumulators in one pass. Only
+// for short panels (kc < kLongK: a batch-1 step of a hidden size under 128, which stays in L1):
+// standalone, AVX-512, the 8 panels of an LSTM H64 step took 1045 against 1214 TSC cycles; over
+// longer panels, where the one-row tile keeps fewer partial sums (RF_KS1_LONG), the pair was
+// 0.6-0.9x as fast.
 template <class T, int NV>
 void tile_pair_short(int kc, const T* a, const T* b0, const T* b1, T* c0, T* c1) {
   typedef typename Vec<T>::type V;
