@@ -65,16 +65,18 @@ void check_desc(const Desc& d) {
     fail("peephole and input_forget are LSTM options");
 }
 
+bool wide_fma() { return active_kernels().wide_fma; }
+
 int threads_for_call(const Desc& d) {
   check_desc(d);
-  return threads_for(Geometry(d, nr_for(d)), get_num_threads());
+  return threads_for(Geometry(d, nr_for(d)), get_num_threads(), active_kernels().wide_fma);
 }
 
 int forward_panels_per_block(const Desc& d) {
   check_desc(d);
   const Geometry g(d, nr_for(d));
-  return (int)forward_panels_per_block(g, threads_for(g, get_num_threads()),
-                                       d.cell == kGruResetBefore, wide_blocks_mode());
+  const int nth = threads_for(g, get_num_threads(), active_kernels().wide_fma);
+  return (int)forward_panels_per_block(g, nth, d.cell == kGruResetBefore, wide_blocks_mode());
 }
 
 int64_t param_count(const Desc& d) { return Geometry(d, nr_for(d)).param_total(); }

@@ -85,23 +85,45 @@ struct Geometry {
   idx ws_total() const { return L * D * ws_block() + (L - 1) * T * B * DH; }
 };
 
-// Threads worth using for one (layer, direction) sequence. Every thread needs at least one block
-// of hidden units, and enough recurrent work per step to pay for the barrier that publishes h_t:
-// a tiny model on 2 threads spends its time waiting. 3e4 flops (a few microseconds) per thread and
-// step measured best on the 2-core Zen 5 machine: batch-1 models of hidden 128-256 run ~1.5-2x
-// faster on 2 threads than on 1, because each thread's slice of W_hh then fits its own L2.
+// Threads worth using for one call. Every thread needs at least one block of hidden units, enough
+// recurrent work per step to pay for the barrier that publishes h_t (a tiny model on 2 threads
+// spends its time waiting), and, where starting the team is dear next to the call's work, enough
+// work in the call as a whole. How much is enough was measured on two machines, and depends on how
+// fast a core's vector FMAs are next to that synchronisation (wide_fma: full-rate 512-bit FMAs):
+// - Zen 5 (wide): 3e4 recurrent flops per thread and step, no bound per call: batch-1 models of
+//   hidden 128-256 run ~1.5-2x faster on 2 threads than on 1, because each thread's slice of W_hh
+//   then fits its own L2.
+// - Zen 4, whose AVX-512 FMAs run at half the rate (and the AVX2 paths): 7.5e3 flops per thread
+//   and step and 9e4 per thread and call (all layers' input projections and recurrent products).
+//   2 threads against 1 (the same process, alternating, 16 pairs each): batch-1 LSTM H64 T25-T100
+//   1.24-1.34x, H48 T100 1.26x, GRU H64 T25-T100 1.25x, RNN H128 T100 1.24x, LSTM H64 T50 training
+//   1.30x, all on 1 thread with the Zen 5 setting; and one- or few-step calls under 1.8e5 flops
+//   0.78-0.92x (LSTM H64 T1-T2, GRU H64 T3, GRU H96 T1), which the bound per call keeps on one.
 // Results do not depend on this choice.
-inline constexpr double kMinStepFlopsPerThread = 3e4;
+struct TeamThresholds {
+  double step_flops;  // least recurrent flops per thread and step
+  double call_flops;  // least flops per thread and call
+};
+inline constexpr TeamThresholds kTeamWideFma{3e4, 0};
+inline constexpr TeamThresholds kTeamNarrowFma{7.5e3, 9e4};
 
 // The most threads one call's team has: the time loop's scheduler keeps a claim counter per
 // thread (StepScheduler::kMaxThreads, checked against this in driver_impl.h). Without the cap, a
 // hidden size over 8192 (more than 256 unit blocks) at more than 256 threads indexed past them.
 inline constexpr int kMaxTeamThreads = 256;
-inline int threads_for(const Geometry& g, int requested) {
+inline int threads_for(const Geometry& g, int requested, bool wide_fma) {
+  const TeamThresholds& th = wide_fma ? kTeamWideFma : kTeamNarrowFma;
   const double step_flops = 2.0 * (double)g.B * (double)g.GH * (double)g.H;
-  const idx by_work = std::max<idx>(1, (idx)(step_flops / kMinStepFlopsPerThread));
+  double call_flops = 0;
+  for (idx l = 0; l < g.L; ++l)
+    call_flops += 2.0 * (double)(g.D * g.T * g.B * g.GH) * (double)(g.H + g.in_size(l));
+  const auto most = [](double work, double per_thread) {
+    return per_thread > 0 ? std::max<idx>(1, (idx)std::min(work / per_thread, 1e9))
+                          : (idx)kMaxTeamThreads;
+  };
   return (int)std::max<idx>(
-      1, std::min<idx>({(idx)requested, g.unit_blocks(), by_work, (idx)kMaxTeamThreads}));
+      1, std::min<idx>({(idx)requested, g.unit_blocks(), most(step_flops, th.step_flops),
+                        most(call_flops, th.call_flops), (idx)kMaxTeamThreads}));
 }
 
 // Panels per scheduled block of the forward time loop (forward_direction). At a batch of 1-4 rows

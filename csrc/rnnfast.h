@@ -137,6 +137,9 @@ int wide_blocks_mode();
 
 // Instruction-set path of the GEMM micro-kernels: "avx512", "avx2" or "generic".
 const char* isa_name();
+// Whether the active path's vector FMAs run at full rate on this CPU (false for AVX-512 on Zen 4,
+// AVX2 and generic): it picks the team-size thresholds of threads_for_call.
+bool wide_fma();
 // Force a path; returns false (and changes nothing) if this CPU or build cannot run it.
 bool select_isa(const char* name);
 

@@ -65,6 +65,7 @@ cdef extern from "rnnfast.h" namespace "rnnfast":
     int forward_panels_per_block(const Desc&) except +
     bint has_openmp()
     const char* isa_name()
+    bint wide_fma()
     void eval_activation(int, const float*, float*, int64_t) except + nogil
     double measure_fma_peak(int, double) nogil
     double measure_read_bandwidth(int, int64_t, double) nogil
@@ -293,6 +294,11 @@ def core_has_openmp():
 
 def core_isa_name():
     return isa_name().decode()
+
+
+def core_wide_fma():
+    """Whether the active path's vector FMAs run at full rate on this CPU (see threads_for_call)."""
+    return bool(wide_fma())
 
 
 def core_select_isa(str name):

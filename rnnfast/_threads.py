@@ -70,6 +70,9 @@ def build_info():
         "version": __version__,
         "openmp": bool(_core.core_has_openmp()),
         "isa": _core.core_isa_name(),
+        # full-rate vector FMAs on this CPU (not AVX-512 on Zen 4, nor AVX2): picks how much work
+        # a call needs before it runs on more than one thread
+        "wide_fma": _core.core_wide_fma(),
         # without OpenMP the setting is kept but every call runs on the calling thread
         "num_threads": get_num_threads() if _core.core_has_openmp() else 1,
     }

@@ -1,6 +1,10 @@
 """Thread-count independence: results must be bit-identical for any number of
 threads (np.array_equal, not allclose), plus the thread-count API."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch  # noqa: F401  (the oracle must be importable; see conftest)
@@ -144,6 +148,60 @@ def test_team_capped_at_256_threads(restore_threads):
         assert _core.core_threads_for_call(big) == want
         rf.set_num_threads(3)
         assert _core.core_threads_for_call(big) == 3
+
+
+def _cpu_is_amd_family_19h():
+    """AMD family 19h (Zen 3/4; with AVX-512, Zen 4) from /proc/cpuinfo; None where unreadable."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields = dict(line.split(":", 1) for line in text.splitlines()[:30] if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    if "vendor_id" not in fields or "cpu family" not in fields:
+        return None
+    return fields["vendor_id"] == "AuthenticAMD" and int(fields["cpu family"]) == 0x19
+
+
+def test_wide_fma_follows_the_path_and_the_cpu():
+    """Full-rate FMAs only on the AVX-512 path, and not on Zen 4 (AMD family 19h), whose 512-bit
+    FMAs issue as two halves; AVX2 and generic are never wide."""
+    info = rf.build_info()
+    assert isinstance(info["wide_fma"], bool)
+    if info["isa"] != "avx512":
+        assert info["wide_fma"] is False
+    elif _cpu_is_amd_family_19h() is not None:
+        assert info["wide_fma"] is (not _cpu_is_amd_family_19h())
+    code = "import rnnfast as rf; i = rf.build_info(); print(i['isa'], i['wide_fma'])"
+    for isa in ("avx2", "generic"):
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**os.environ, "RNNFAST_ISA": isa}, timeout=120,
+                             cwd=os.path.dirname(__file__))
+        assert res.returncode == 0, res.stderr
+        got_isa, wide = res.stdout.split()
+        if got_isa == isa:  # the CPU has it
+            assert wide == "False"
+
+
+def test_team_size_thresholds(restore_threads):
+    """How much work a call needs per thread (threads_for in csrc/geometry.h): per step and, with
+    narrow FMAs, per call. Batch-1 LSTM H64 (32768 recurrent flops a step): 100 steps on 2
+    threads only with narrow FMAs; 1-2 steps on one thread either way. LSTM H128 (131072 a
+    step) takes 2 threads from one step on."""
+    wide = rf.build_info()["wide_fma"]
+    rf.set_num_threads(2)
+    if _core.core_get_num_threads() != 2:
+        pytest.skip("no OpenMP")
+    small, big = rf.LSTM(64, 64), rf.LSTM(128, 128)
+    assert _core.core_threads_for_call(small._desc(100, 1)) == (1 if wide else 2)
+    assert _core.core_threads_for_call(small._desc(1, 1)) == 1
+    assert _core.core_threads_for_call(small._desc(2, 1)) == 1
+    assert _core.core_threads_for_call(big._desc(1, 1)) == 2
+    rnn = rf.RNN(32, 32)  # 2048 flops a step: one thread whatever the length
+    assert _core.core_threads_for_call(rnn._desc(1000, 1)) == 1
+    rf.set_num_threads(1)
+    assert _core.core_threads_for_call(big._desc(100, 64)) == 1
 
 
 def test_build_info():

@@ -1,5 +1,8 @@
 // Chooses the micro-kernel path once, from the CPU's features, unless RNNFAST_ISA forces one.
 #include <atomic>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
@@ -22,13 +25,30 @@ bool cpu_supports(const char* name) {
   return std::strcmp(name, "generic") == 0;
 }
 
-bool kernels_by_name(const char* name, KernelSet* out) {
-#if defined(RNNFAST_HAVE_X86_KERNELS)
-  if (std::strcmp(name, "avx512") == 0) { *out = avx512::engine(); return true; }
-  if (std::strcmp(name, "avx2") == 0) { *out = avx2::engine(); return true; }
-#endif
-  if (std::strcmp(name, "generic") == 0) { *out = generic::engine(); return true; }
+// AMD family 19h with AVX-512 is Zen 4, whose 512-bit FMAs issue as two 256-bit halves.
+bool half_rate_avx512() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (!__builtin_cpu_is("amd")) return false;
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
+  unsigned family = (eax >> 8) & 0xf;
+  if (family == 0xf) family += (eax >> 20) & 0xff;
+  return family == 0x19;
+#else
   return false;
+#endif
+}
+
+bool kernels_by_name(const char* name, KernelSet* out) {
+  bool found = false;
+#if defined(RNNFAST_HAVE_X86_KERNELS)
+  if (std::strcmp(name, "avx512") == 0) { *out = avx512::engine(); found = true; }
+  if (std::strcmp(name, "avx2") == 0) { *out = avx2::engine(); found = true; }
+#endif
+  if (std::strcmp(name, "generic") == 0) { *out = generic::engine(); found = true; }
+  if (found) out->wide_fma = std::strcmp(name, "avx512") == 0 && !half_rate_avx512();
+  return found;
 }
 
 KernelSet choose() {
@@ -37,7 +57,8 @@ KernelSet choose() {
   if (forced && *forced && cpu_supports(forced) && kernels_by_name(forced, &k)) return k;
   for (const char* name : {"avx512", "avx2"})
     if (cpu_supports(name) && kernels_by_name(name, &k)) return k;
-  return generic::engine();
+  kernels_by_name("generic", &k);
+  return k;
 }
 
 KernelSet& current() {

@@ -1100,7 +1100,7 @@ void scale_by_mask(idx n, T* v, const T* mask, int nt) {
 template <class T, class Cell>
 void forward_t(const Desc& desc, const ForwardArgs& a) {
   const Geometry g(desc, kern_for<T>().nr);
-  const int nt = threads_for(g, get_num_threads());
+  const int nt = threads_for(g, get_num_threads(), active_kernels().wide_fma);
   const T* params = static_cast<const T*>(a.params);
   const T* packed = static_cast<const T*>(a.packed);
   T* ws = static_cast<T*>(a.workspace);
@@ -1203,7 +1203,7 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
 template <class T, class Cell>
 void backward_t(const Desc& desc, const ForwardArgs& f, const BackwardArgs& bw) {
   const Geometry g(desc, kern_for<T>().nr);
-  const int nt = threads_for(g, get_num_threads());
+  const int nt = threads_for(g, get_num_threads(), active_kernels().wide_fma);
   const T* params = static_cast<const T*>(f.params);
   const T* packed = static_cast<const T*>(f.packed);
   T* ws = static_cast<T*>(f.workspace);
@@ -1416,6 +1416,7 @@ KernelSet engine() {
   k.fma_loop = &probe_fma_loop;
   k.read_sum = &probe_read_sum;
   k.activation = &activation_entry;
+  k.wide_fma = false;  // the dispatcher sets it for the CPU
   return k;
 }
 

@@ -44,6 +44,10 @@ struct KernelSet {
   // Self-check of the float32 activations as the gate loops compile them: which = 0 sigmoid,
   // 1 tanh, 2 exp.
   void (*activation)(int which, const float* x, float* y, int64_t n);
+  // Whether this path's vector FMAs run at full rate on this CPU (a property of the pair, set by
+  // the dispatcher): AVX-512 on all but AMD family 19h (Zen 4, which splits a 512-bit FMA in two).
+  // It picks the team-size thresholds (threads_for in geometry.h).
+  bool wide_fma;
 };
 
 namespace generic { KernelSet engine(); }
