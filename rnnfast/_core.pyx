@@ -7,7 +7,7 @@ the caller (``rnnfast._rnn``) has already validated: C-contiguous, of the model'
 shapes the core expects. ``None`` stands for an absent optional buffer. The GIL is released while
 the core computes; C++ exceptions become Python exceptions.
 """
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 cimport numpy as cnp
 import numpy as np
 
@@ -74,6 +74,19 @@ cdef extern from "rnnfast.h" namespace "rnnfast":
     int fused_input_mode()
     void set_wide_blocks_mode(int) except +
     int wide_blocks_mode()
+
+
+cdef extern from "team_tuner.h" namespace "rnnfast":
+    cdef struct TeamPick:
+        int n
+        int slot
+        int cand
+    TeamPick pick_team(uint64_t, int, int, int)
+    void record_team(const TeamPick&, double)
+    void set_team_tuning_mode(int) except +
+    int team_tuning_mode()
+    int team_choice(uint64_t)
+    uint64_t team_key(const Desc&, int, bint, bint, int)
 
 
 cdef Desc _desc(tuple t) except *:
@@ -323,3 +336,34 @@ def core_set_wide_blocks_mode(int mode):
 
 def core_wide_blocks_mode():
     return wide_blocks_mode()
+
+
+def core_set_team_tuning_mode(int mode):
+    """Whether calls near the team-size thresholds pick their thread count by timing both
+    candidates (csrc/team_tuner.h): -1 automatic (default, on), 0 off (the fixed thresholds),
+    1 on. Results are bitwise the same either way. Tests and benchmarks only."""
+    set_team_tuning_mode(mode)
+
+
+def core_team_tuning_mode():
+    return team_tuning_mode()
+
+
+def core_team_tuner_replay(uint64_t key, int lo, int hi, list phases):
+    """Drive the calling thread's tuner entry `key` (candidates lo < hi threads) with made-up call
+    times instead of real calls: phases is a list of (calls, seconds at lo, seconds at hi).
+    Returns the team size picked for every call. For tests of the policy (team_tuner.cpp)."""
+    cdef TeamPick p
+    picked = []
+    for calls, t_lo, t_hi in phases:
+        for _ in range(calls):
+            p = pick_team(key, lo, hi, lo)
+            picked.append(p.n)
+            record_team(p, t_lo if p.n == lo else t_hi)
+    return picked
+
+
+def core_team_choice(tuple desc, int kind, bint from_state=False, bint ragged=False):
+    """The calling thread's current team size for calls of this shape (kind 0 inference,
+    1 training forward, 2 backward), 0 when it has not tuned one. For tests."""
+    return team_choice(team_key(_desc(desc), kind, from_state, ragged, get_num_threads()))

@@ -17,6 +17,7 @@
 #pragma once
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -27,6 +28,7 @@
 #include "../geometry.h"
 #include "../rnnfast.h"
 #include "../scratch.h"
+#include "../team_tuner.h"
 #include "probe_impl.h"
 #include "ukernel_impl.h"
 
@@ -1097,10 +1099,39 @@ void scale_by_mask(idx n, T* v, const T* mask, int nt) {
   for (idx e = 0; e < n; ++e) v[e] *= mask[e];
 }
 
+// The team of one call (team_tuner.h): kind 0 inference, 1 training forward, 2 backward;
+// from_state: the call starts from a given state (its first step has a recurrent product).
+inline TeamPick team_for(const Desc& d, const Geometry& g, int kind, bool from_state,
+                         bool ragged) {
+  const int req = get_num_threads();
+  const bool wide = active_kernels().wide_fma;
+  return pick_team(team_key(d, kind, from_state, ragged, req), threads_for(g, req, wide, 4.0),
+                   threads_for(g, req, wide, 0.5), threads_for(g, req, wide));
+}
+
+// Reports a call's wall time to the tuner when it goes out of scope (after the call's last
+// parallel region).
+struct TeamTimer {
+  TeamPick pick;
+  std::chrono::steady_clock::time_point t0;
+  explicit TeamTimer(const TeamPick& p) : pick(p) {
+    if (pick.slot >= 0) t0 = std::chrono::steady_clock::now();
+  }
+  ~TeamTimer() {
+    if (pick.slot >= 0)
+      record_team(pick, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+                            .count());
+  }
+  TeamTimer(const TeamTimer&) = delete;
+  TeamTimer& operator=(const TeamTimer&) = delete;
+};
+
 template <class T, class Cell>
 void forward_t(const Desc& desc, const ForwardArgs& a) {
   const Geometry g(desc, kern_for<T>().nr);
-  const int nt = threads_for(g, get_num_threads(), active_kernels().wide_fma);
+  const TeamTimer timer(team_for(desc, g, a.workspace ? 1 : 0, a.h0 != nullptr,
+                                 a.lengths != nullptr));
+  const int nt = timer.pick.n;
   const T* params = static_cast<const T*>(a.params);
   const T* packed = static_cast<const T*>(a.packed);
   T* ws = static_cast<T*>(a.workspace);
@@ -1203,7 +1234,8 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
 template <class T, class Cell>
 void backward_t(const Desc& desc, const ForwardArgs& f, const BackwardArgs& bw) {
   const Geometry g(desc, kern_for<T>().nr);
-  const int nt = threads_for(g, get_num_threads(), active_kernels().wide_fma);
+  const TeamTimer timer(team_for(desc, g, 2, f.h0 != nullptr, f.lengths != nullptr));
+  const int nt = timer.pick.n;
   const T* params = static_cast<const T*>(f.params);
   const T* packed = static_cast<const T*>(f.packed);
   T* ws = static_cast<T*>(f.workspace);

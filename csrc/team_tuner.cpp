@@ -1,0 +1,136 @@
+// The calling thread's team-size estimates (team_tuner.h).
+#include "team_tuner.h"
+
+#include <atomic>
+#include <initializer_list>
+#include <limits>
+#include <stdexcept>
+#include <string>
+
+namespace rnnfast {
+namespace {
+
+// The first kExplore calls of a shape alternate between the candidates; after that the chosen
+// one's estimate follows every call and the other's is sampled again after kProbeEvery calls, an
+// interval that doubles (up to kProbeMax) each time the sample leaves the choice as it was: a
+// probe of the slower size can cost many calls' time (2 threads with a busy process on the
+// second core: one time slice of that process), so probes of a settled choice grow rare. An estimate drops
+// at once to a faster sample and rises towards a slower one as an exponential average: noise on
+// a shared machine only ever makes a call slower, and the first calls on a team size can be slow
+// for reasons of their own (seen here: a process's first 2-thread calls of LSTM H64 T100 took
+// 4-12 ms, later ones 0.09). A candidate replaces the chosen one when its estimate is kSwitch of
+// it or less, so that two about equal sizes do not swap back and forth.
+constexpr uint32_t kExplore = 6;
+constexpr uint32_t kProbeEvery = 32;
+constexpr uint32_t kProbeMax = 8192;
+constexpr double kKeep = 0.75;     // weight of the old estimate, chosen candidate
+constexpr double kKeepProbe = 0.5;  // ... the other candidate, whose samples are rarer
+constexpr double kSwitch = 0.93;
+constexpr int kSlots = 64;
+
+struct Entry {
+  uint64_t key = 0;
+  bool used = false;
+  int n[2] = {1, 1};
+  double est[2] = {0, 0};
+  bool seen[2] = {false, false};
+  uint32_t calls = 0;
+  uint32_t next_probe = kExplore + kProbeEvery;
+  uint32_t interval = kProbeEvery;
+  int choice = 1;
+};
+
+struct Table {
+  Entry e[kSlots];
+};
+
+Table& table() {
+  static thread_local Table t;
+  return t;
+}
+
+std::atomic<int> g_mode{-1};
+
+}  // namespace
+
+TeamPick pick_team(uint64_t key, int lo, int hi, int fixed) {
+  TeamPick p;
+  p.n = fixed;
+  if (lo >= hi || g_mode.load(std::memory_order_relaxed) == 0) return p;
+  const int slot = (int)(key % kSlots);
+  Entry& e = table().e[slot];
+  if (!e.used || e.key != key || e.n[0] != lo || e.n[1] != hi) {
+    e = Entry{};
+    e.used = true;
+    e.key = key;
+    e.n[0] = lo;
+    e.n[1] = hi;
+    e.choice = fixed == lo ? 0 : 1;
+  }
+  int cand;
+  if (e.calls < kExplore) {
+    cand = (int)(e.calls & 1u);
+  } else if (e.calls >= e.next_probe) {
+    cand = 1 - e.choice;
+    e.next_probe = e.calls + e.interval;  // moved by the probe's outcome in record_team
+  } else {
+    cand = e.choice;
+  }
+  if (e.calls < 0xffffffffu) ++e.calls;
+  p.n = e.n[cand];
+  p.slot = slot;
+  p.cand = cand;
+  return p;
+}
+
+void record_team(const TeamPick& p, double seconds) {
+  if (p.slot < 0 || !(seconds >= 0)) return;
+  Entry& e = table().e[p.slot];
+  if (!e.used || e.n[p.cand] != p.n) return;  // the slot was taken over meanwhile
+  double& est = e.est[p.cand];
+  if (!e.seen[p.cand] || seconds < est) {
+    est = seconds;
+    e.seen[p.cand] = true;
+  } else {
+    const double keep = p.cand == e.choice ? kKeep : kKeepProbe;
+    est = keep * est + (1 - keep) * seconds;
+  }
+  if (e.calls >= kExplore && e.seen[0] && e.seen[1]) {
+    const int other = 1 - e.choice;
+    const bool probe = e.calls > kExplore && p.cand != e.choice;
+    if (e.est[other] <= kSwitch * e.est[e.choice]) {
+      e.choice = other;
+      e.interval = kProbeEvery;
+      e.next_probe = e.calls + e.interval;
+    } else if (probe) {
+      e.interval = e.interval < kProbeMax ? 2 * e.interval : kProbeMax;
+      e.next_probe = e.calls + e.interval;
+    }
+  }
+}
+
+uint64_t team_key(const Desc& d, int kind, bool from_state, bool ragged, int requested) {
+  uint64_t k = key_mix(0, (uint64_t)d.cell);
+  for (int64_t v : {(int64_t)d.dtype, d.seq_len, d.batch, d.input_size, d.hidden_size,
+                    d.num_layers, d.num_dirs, (int64_t)d.has_bias, (int64_t)d.peephole,
+                    (int64_t)d.input_forget, (int64_t)clip_on(d), (int64_t)kind,
+                    (int64_t)from_state, (int64_t)ragged, (int64_t)requested})
+    k = key_mix(k, (uint64_t)v);
+  return k;
+}
+
+void set_team_tuning_mode(int mode) {
+  if (mode != -1 && mode != 0 && mode != 1)
+    throw std::invalid_argument("team tuning mode must be -1 (auto), 0 (off) or 1 (on), got " +
+                                std::to_string(mode));
+  g_mode.store(mode);
+}
+
+int team_tuning_mode() { return g_mode.load(); }
+
+int team_choice(uint64_t key) {
+  const Entry& e = table().e[key % kSlots];
+  return e.used && e.key == key ? e.n[e.choice] : 0;
+}
+
+}  // namespace rnnfast

@@ -1,0 +1,97 @@
+"""The timing-based team size (csrc/team_tuner.h): calls near the thresholds of threads_for take
+whichever of two candidate thread counts has been faster for their shape, and results stay
+bitwise the same whatever it picks."""
+
+import numpy as np
+import pytest
+
+import rnnfast as rf
+from rnnfast import _core
+
+
+@pytest.fixture
+def tuning():
+    """Tuning on for the test (conftest turns it off for the rest of the suite), 2 threads."""
+    before_mode, before_threads = _core.core_team_tuning_mode(), rf.get_num_threads()
+    _core.core_set_team_tuning_mode(-1)
+    rf.set_num_threads(2)
+    yield
+    _core.core_set_team_tuning_mode(before_mode)
+    rf.set_num_threads(before_threads)
+
+
+def _needs_two_threads():
+    if rf.get_num_threads() != 2 or not rf.build_info()["openmp"]:
+        pytest.skip("needs OpenMP and 2 threads")
+
+
+def test_policy_follows_the_faster_candidate(tuning):
+    """Made-up times: the faster size wins after the first calls, a change of which one is faster
+    is followed within a few dozen calls, and probes of a settled choice grow rare."""
+    key = 0x5EED_0001
+    phases = [(200, 100e-6, 60e-6), (400, 100e-6, 300e-6), (2000, 100e-6, 300e-6)]
+    picked = _core.core_team_tuner_replay(key, 1, 2, phases)
+    first, second, third = picked[:200], picked[200:600], picked[600:]
+    assert set(first[:6]) == {1, 2}  # both tried first
+    assert first[6:].count(2) >= 190  # then the faster one, bar probes
+    switch = second.index(1)
+    assert switch <= 40  # the change is seen on the next probe
+    assert second[switch:].count(1) >= len(second[switch:]) - 10
+    assert third.count(2) <= 8  # probe interval doubles: a handful in 2000 calls
+    # equal times: no flapping between the two
+    flat = _core.core_team_tuner_replay(key + 1, 1, 2, [(1000, 100e-6, 99e-6)])
+    changes = sum(a != b for a, b in zip(flat[6:], flat[7:]))
+    assert changes <= 20
+
+
+def test_policy_survives_slow_first_calls(tuning):
+    """A candidate whose first calls are slow (a cold team) is picked once it is faster."""
+    key = 0x5EED_0002
+    picked = _core.core_team_tuner_replay(key, 1, 2, [(6, 130e-6, 5e-3), (300, 130e-6, 90e-6)])
+    assert picked[-100:].count(2) >= 95
+
+
+def test_tuned_calls_keep_the_bits(tuning):
+    """LSTM H64 batch 1 (near the thresholds on every machine class) over many calls with tuning
+    on: every output bitwise equal to the fixed-threshold call, and a choice is made."""
+    _needs_two_threads()
+    rng = np.random.default_rng(5)
+    m = rf.LSTM(64, 64, seed=3)
+    x = rng.standard_normal((40, 1, 64)).astype(np.float32)
+    _core.core_set_team_tuning_mode(0)
+    y0, (h0, c0) = m(x)
+    yt0, _, tape = m.forward(x, train=True)
+    m.zero_grad()
+    dx0, _ = m.backward(tape, np.ones_like(yt0))
+    g0 = m.grads.copy()
+    _core.core_set_team_tuning_mode(-1)
+    for _ in range(40):
+        y, (h, c) = m(x)
+        assert np.array_equal(y, y0) and np.array_equal(h, h0) and np.array_equal(c, c0)
+        yt, _, tape = m.forward(x, train=True)
+        m.zero_grad()
+        dx, _ = m.backward(tape, np.ones_like(yt))
+        assert np.array_equal(yt, yt0) and np.array_equal(dx, dx0)
+        assert np.array_equal(m.grads, g0)
+    desc = m._desc(40, 1)
+    for kind in (0, 1, 2):
+        assert _core.core_team_choice(desc, kind) in (1, 2)
+
+
+def test_shapes_far_from_the_thresholds_are_not_tuned(tuning):
+    """One unit block (RNN H32) or plenty of work (LSTM H256 B16): one team size fits, no
+    estimates kept."""
+    _needs_two_threads()
+    small, big = rf.RNN(32, 32), rf.LSTM(256, 256)
+    xs = np.zeros((10, 1, 32), np.float32)
+    xb = np.zeros((10, 16, 256), np.float32)
+    for _ in range(10):
+        small(xs)
+        big(xb)
+    assert _core.core_team_choice(small._desc(10, 1), 0) == 0
+    assert _core.core_team_choice(big._desc(10, 16), 0) == 0
+
+
+def test_mode_is_checked():
+    with pytest.raises(ValueError, match="tuning mode"):
+        _core.core_set_team_tuning_mode(2)
