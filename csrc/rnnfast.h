@@ -135,6 +135,15 @@ int fused_input_mode();
 void set_wide_blocks_mode(int mode);
 int wide_blocks_mode();
 
+// Whether the GEMM micro-kernels prefetch long weight panels (depth >= 256) in software, ahead of
+// the rows they read: -1 automatic (the default: on, except on AMD family 19h, whose hardware
+// prefetchers alone streamed them faster), 0 never, 1 always. Results are bitwise the same; for
+// tests and paired timings. Values outside -1..1 throw std::invalid_argument.
+void set_stream_prefetch_mode(int mode);
+int stream_prefetch_mode();
+// The setting in force (the automatic choice resolved), read by the kernels on every tile.
+bool stream_prefetch_on();
+
 // Instruction-set path of the GEMM micro-kernels: "avx512", "avx2" or "generic".
 const char* isa_name();
 // Whether the active path's vector FMAs run at full rate on this CPU (false for AVX-512 on Zen 4,

@@ -74,6 +74,9 @@ cdef extern from "rnnfast.h" namespace "rnnfast":
     int fused_input_mode()
     void set_wide_blocks_mode(int) except +
     int wide_blocks_mode()
+    void set_stream_prefetch_mode(int) except +
+    int stream_prefetch_mode()
+    bint stream_prefetch_on()
 
 
 cdef extern from "team_tuner.h" namespace "rnnfast":
@@ -336,6 +339,22 @@ def core_set_wide_blocks_mode(int mode):
 
 def core_wide_blocks_mode():
     return wide_blocks_mode()
+
+
+def core_set_stream_prefetch_mode(int mode):
+    """Whether the GEMM micro-kernels prefetch long weight panels in software: -1 automatic
+    (default: on, except on AMD family 19h), 0 never, 1 always (results are bitwise the same).
+    Tests and benchmarks only."""
+    set_stream_prefetch_mode(mode)
+
+
+def core_stream_prefetch_mode():
+    return stream_prefetch_mode()
+
+
+def core_stream_prefetch_on():
+    """The prefetch setting in force (the automatic choice resolved for this CPU)."""
+    return bool(stream_prefetch_on())
 
 
 def core_set_team_tuning_mode(int mode):

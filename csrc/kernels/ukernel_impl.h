@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstring>
 
+#include "../rnnfast.h"
 #include "ukernel.h"
 
 #if !defined(RF_VBYTES) || !defined(RF_MR_F) || !defined(RF_MR_D) || !defined(RF_NV)
@@ -72,8 +73,10 @@ struct TileAcc {
     // A short panel (a small hidden size) stays in L1/L2 from one call to the next, where the
     // prefetches only take load slots: LSTM H64 B1 ran 15% slower with them. The choice is made
     // once per call, outside the k loop (tested inside it, GCC kept the test and a second taken
-    // branch in every iteration of the hot loop).
-    int k = kc >= kPrefetchMinK ? add_steps<true, KSL>(kc, a, rsa, csa, bp)
+    // branch in every iteration of the hot loop). Whether to prefetch at all depends on the CPU
+    // (stream_prefetch_on, rnnfast.h).
+    int k = kc >= kPrefetchMinK && rnnfast::stream_prefetch_on()
+                ? add_steps<true, KSL>(kc, a, rsa, csa, bp)
             : kc >= kLongK      ? add_steps<false, KSL>(kc, a, rsa, csa, bp)
                                 : add_steps<false, KS>(kc, a, rsa, csa, bp);
     for (; k < kc; ++k) step(0, k, a, csa, rsa, bp);  // tail: into the first set
