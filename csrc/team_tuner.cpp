@@ -31,6 +31,7 @@ constexpr int kSlots = 64;
 struct Entry {
   uint64_t key = 0;
   bool used = false;
+  int first = 0;  // the candidate tried first: the fixed thresholds' choice
   int n[2] = {1, 1};
   double est[2] = {0, 0};
   bool seen[2] = {false, false};
@@ -65,11 +66,14 @@ TeamPick pick_team(uint64_t key, int lo, int hi, int fixed) {
     e.key = key;
     e.n[0] = lo;
     e.n[1] = hi;
-    e.choice = fixed == lo ? 0 : 1;
+    e.first = fixed == lo ? 0 : 1;
+    e.choice = e.first;
   }
   int cand;
   if (e.calls < kExplore) {
-    cand = (int)(e.calls & 1u);
+    // the fixed choice first: a shape seen once (a table too small for the workload's shapes)
+    // runs as it would untuned
+    cand = (int)((e.calls + (unsigned)e.first) & 1u);
   } else if (e.calls >= e.next_probe) {
     cand = 1 - e.choice;
     e.next_probe = e.calls + e.interval;  // moved by the probe's outcome in record_team
@@ -110,8 +114,10 @@ void record_team(const TeamPick& p, double seconds) {
 }
 
 uint64_t team_key(const Desc& d, int kind, bool from_state, bool ragged, int requested) {
+  int64_t t_class = 0;  // floor(log2(T)) + 1: lengths within a factor of 2 share an entry
+  for (int64_t t = d.seq_len; t > 0; t >>= 1) ++t_class;
   uint64_t k = key_mix(0, (uint64_t)d.cell);
-  for (int64_t v : {(int64_t)d.dtype, d.seq_len, d.batch, d.input_size, d.hidden_size,
+  for (int64_t v : {(int64_t)d.dtype, t_class, d.batch, d.input_size, d.hidden_size,
                     d.num_layers, d.num_dirs, (int64_t)d.has_bias, (int64_t)d.peephole,
                     (int64_t)d.input_forget, (int64_t)clip_on(d), (int64_t)kind,
                     (int64_t)from_state, (int64_t)ragged, (int64_t)requested})

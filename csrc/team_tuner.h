@@ -27,10 +27,11 @@ struct TeamPick {
 };
 
 // A team size for a call of shape `key` whose candidates are lo < hi threads (the calling thread's
-// estimates); with tuning off, `fixed`.
+// estimates); with tuning off, `fixed` (the fixed thresholds' choice, also a new shape's first).
 TeamPick pick_team(uint64_t key, int lo, int hi, int fixed);
-// Wall time of the call that pick_team answered.
-void record_team(const TeamPick& p, double seconds);
+// Cost of the call that pick_team answered: its wall time per step (calls of one key differ in
+// length by up to a factor of 2).
+void record_team(const TeamPick& p, double seconds_per_step);
 
 // -1 (default) or 1: tune; 0: always the fixed thresholds (threads_for).
 void set_team_tuning_mode(int mode);
@@ -38,8 +39,9 @@ int team_tuning_mode();
 // The calling thread's current choice for shape `key` (0 if it has none); for tests.
 int team_choice(uint64_t key);
 
-// The key of a call's shape: the descriptor, kind (0 inference, 1 training forward, 2 backward),
-// whether it starts from a given state, whether it has lengths, and the threads asked for.
+// The key of a call's shape: the descriptor (its length as floor(log2 T), so that variable-length
+// calls share estimates), kind (0 inference, 1 training forward, 2 backward), whether it starts
+// from a given state, whether it has lengths, and the threads asked for.
 uint64_t team_key(const Desc& d, int kind, bool from_state, bool ragged, int requested);
 
 // Mixes one more value into a shape key.

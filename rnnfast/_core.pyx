@@ -368,15 +368,18 @@ def core_team_tuning_mode():
     return team_tuning_mode()
 
 
-def core_team_tuner_replay(uint64_t key, int lo, int hi, list phases):
-    """Drive the calling thread's tuner entry `key` (candidates lo < hi threads) with made-up call
-    times instead of real calls: phases is a list of (calls, seconds at lo, seconds at hi).
-    Returns the team size picked for every call. For tests of the policy (team_tuner.cpp)."""
+def core_team_tuner_replay(uint64_t key, int lo, int hi, list phases, int fixed=-1):
+    """Drive the calling thread's tuner entry `key` (candidates lo < hi threads; `fixed`, the
+    fixed thresholds' choice, default lo) with made-up call costs instead of real calls: phases is
+    a list of (calls, seconds at lo, seconds at hi). Returns the team size picked for every call.
+    For tests of the policy (team_tuner.cpp)."""
     cdef TeamPick p
     picked = []
+    if fixed < 0:
+        fixed = lo
     for calls, t_lo, t_hi in phases:
         for _ in range(calls):
-            p = pick_team(key, lo, hi, lo)
+            p = pick_team(key, lo, hi, fixed)
             picked.append(p.n)
             record_team(p, t_lo if p.n == lo else t_hi)
     return picked

@@ -51,6 +51,25 @@ def test_policy_survives_slow_first_calls(tuning):
     assert picked[-100:].count(2) >= 95
 
 
+def test_a_new_shape_runs_the_fixed_choice_first(tuning):
+    """The first call of a shape takes the fixed thresholds' team (a workload whose shapes never
+    repeat runs as untuned), then the other candidate."""
+    for fixed in (1, 2):
+        picked = _core.core_team_tuner_replay(0x5EED_0100 + fixed, 1, 2, [(2, 1e-4, 1e-4)], fixed)
+        assert picked == [fixed, 3 - fixed]
+
+
+def test_lengths_within_a_factor_of_two_share_an_entry(tuning):
+    """T = 64..127 is one entry (costs are kept per step); T = 128 is another."""
+    _needs_two_threads()
+    m = rf.LSTM(64, 64)
+    for T in range(64, 128, 4):
+        m(np.zeros((T, 1, 64), np.float32))
+    assert _core.core_team_choice(m._desc(64, 1), 0) in (1, 2)
+    assert _core.core_team_choice(m._desc(127, 1), 0) in (1, 2)
+    assert _core.core_team_choice(m._desc(128, 1), 0) == 0
+
+
 def test_tuned_calls_keep_the_bits(tuning):
     """LSTM H64 batch 1 (near the thresholds on every machine class) over many calls with tuning
     on: every output bitwise equal to the fixed-threshold call, and a choice is made."""

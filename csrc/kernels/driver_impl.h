@@ -1109,18 +1109,19 @@ inline TeamPick team_for(const Desc& d, const Geometry& g, int kind, bool from_s
                    threads_for(g, req, wide, 0.5), threads_for(g, req, wide));
 }
 
-// Reports a call's wall time to the tuner when it goes out of scope (after the call's last
-// parallel region).
+// Reports a call's wall time per step to the tuner when it goes out of scope (after the call's
+// last parallel region).
 struct TeamTimer {
   TeamPick pick;
+  idx steps;
   std::chrono::steady_clock::time_point t0;
-  explicit TeamTimer(const TeamPick& p) : pick(p) {
+  TeamTimer(const TeamPick& p, idx T) : pick(p), steps(std::max<idx>(1, T)) {
     if (pick.slot >= 0) t0 = std::chrono::steady_clock::now();
   }
   ~TeamTimer() {
     if (pick.slot >= 0)
       record_team(pick, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-                            .count());
+                                .count() / (double)steps);
   }
   TeamTimer(const TeamTimer&) = delete;
   TeamTimer& operator=(const TeamTimer&) = delete;
@@ -1130,7 +1131,7 @@ template <class T, class Cell>
 void forward_t(const Desc& desc, const ForwardArgs& a) {
   const Geometry g(desc, kern_for<T>().nr);
   const TeamTimer timer(team_for(desc, g, a.workspace ? 1 : 0, a.h0 != nullptr,
-                                 a.lengths != nullptr));
+                                 a.lengths != nullptr), g.T);
   const int nt = timer.pick.n;
   const T* params = static_cast<const T*>(a.params);
   const T* packed = static_cast<const T*>(a.packed);
@@ -1234,7 +1235,7 @@ void forward_t(const Desc& desc, const ForwardArgs& a) {
 template <class T, class Cell>
 void backward_t(const Desc& desc, const ForwardArgs& f, const BackwardArgs& bw) {
   const Geometry g(desc, kern_for<T>().nr);
-  const TeamTimer timer(team_for(desc, g, 2, f.h0 != nullptr, f.lengths != nullptr));
+  const TeamTimer timer(team_for(desc, g, 2, f.h0 != nullptr, f.lengths != nullptr), g.T);
   const int nt = timer.pick.n;
   const T* params = static_cast<const T*>(f.params);
   const T* packed = static_cast<const T*>(f.packed);
