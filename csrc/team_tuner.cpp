@@ -3,7 +3,6 @@
 
 #include <atomic>
 #include <initializer_list>
-#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -13,19 +12,21 @@ namespace {
 // The first kExplore calls of a shape alternate between the candidates; after that the chosen
 // one's estimate follows every call and the other's is sampled again after kProbeEvery calls, an
 // interval that doubles (up to kProbeMax) each time the sample leaves the choice as it was: a
-// probe of the slower size can cost many calls' time (2 threads with a busy process on the
-// second core: one time slice of that process), so probes of a settled choice grow rare. An estimate drops
-// at once to a faster sample and rises towards a slower one as an exponential average: noise on
-// a shared machine only ever makes a call slower, and the first calls on a team size can be slow
-// for reasons of their own (seen here: a process's first 2-thread calls of LSTM H64 T100 took
-// 4-12 ms, later ones 0.09). A candidate replaces the chosen one when its estimate is kSwitch of
-// it or less, so that two about equal sizes do not swap back and forth.
+// probe of the slower size can cost many calls' time (2 threads with a busy process on the second
+// core: one time slice of that process), so probes of a settled choice grow rare. An estimate
+// drops at once to a faster sample and rises towards a slower one as an exponential average:
+// noise on a shared machine only ever makes a call slower, and the first calls on a team size can
+// be slow for reasons of their own (seen here: a process's first 2-thread calls of LSTM H64 T100
+// took 4-12 ms, later ones 0.09 ms), and a single slow sample moves an estimate by a bounded
+// amount. A candidate replaces the chosen one when its estimate is kSwitch of it or less, so
+// that two about equal sizes do not swap back and forth.
 constexpr uint32_t kExplore = 6;
 constexpr uint32_t kProbeEvery = 32;
 constexpr uint32_t kProbeMax = 8192;
 constexpr double kKeep = 0.75;     // weight of the old estimate, chosen candidate
 constexpr double kKeepProbe = 0.5;  // ... the other candidate, whose samples are rarer
 constexpr double kSwitch = 0.93;
+constexpr double kMaxRise = 2.0;
 constexpr int kSlots = 64;
 
 struct Entry {
@@ -96,8 +97,12 @@ void record_team(const TeamPick& p, double seconds) {
     est = seconds;
     e.seen[p.cand] = true;
   } else {
+    // a slower sample counts as at most kMaxRise times the estimate: one stall (a sleeping
+    // worker woken after a pause, a time slice lost to another process) moves it by at most
+    // (1 - keep) * (kMaxRise - 1), while a lasting slowdown still takes over within a few calls
     const double keep = p.cand == e.choice ? kKeep : kKeepProbe;
-    est = keep * est + (1 - keep) * seconds;
+    const double capped = seconds < kMaxRise * est ? seconds : kMaxRise * est;
+    est = keep * est + (1 - keep) * capped;
   }
   if (e.calls >= kExplore && e.seen[0] && e.seen[1]) {
     const int other = 1 - e.choice;

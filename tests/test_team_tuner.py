@@ -44,6 +44,17 @@ def test_policy_follows_the_faster_candidate(tuning):
     assert changes <= 20
 
 
+def test_one_stall_does_not_flip_the_choice(tuning):
+    """A single call 40x slower than usual (a worker woken after a pause) leaves the choice
+    alone; a lasting slowdown of the chosen size moves it within a few calls."""
+    key = 0x5EED_0003
+    phases = [(100, 130e-6, 90e-6), (1, 130e-6, 4e-3), (40, 130e-6, 90e-6)]
+    picked = _core.core_team_tuner_replay(key, 1, 2, phases)
+    assert picked[100:].count(1) <= 2  # at most a probe
+    picked = _core.core_team_tuner_replay(key, 1, 2, [(20, 130e-6, 190e-6)])
+    assert picked[:6].count(2) >= 3 and picked[-10:].count(1) >= 9
+
+
 def test_policy_survives_slow_first_calls(tuning):
     """A candidate whose first calls are slow (a cold team) is picked once it is faster."""
     key = 0x5EED_0002
