@@ -1105,8 +1105,14 @@ inline TeamPick team_for(const Desc& d, const Geometry& g, int kind, bool from_s
                          bool ragged) {
   const int req = get_num_threads();
   const bool wide = active_kernels().wide_fma;
-  return pick_team(team_key(d, kind, from_state, ragged, req), threads_for(g, req, wide, 4.0),
-                   threads_for(g, req, wide, 0.5), threads_for(g, req, wide));
+  const int fixed = threads_for(g, req, wide);
+  const int lo = threads_for(g, req, wide, 4.0), hi = threads_for(g, req, wide, 0.5);
+  if (lo >= hi || team_tuning_mode() == 0) {  // one candidate, or tuning off: no key to build
+    TeamPick p;
+    p.n = fixed;
+    return p;
+  }
+  return pick_team(team_key(d, kind, from_state, ragged, req), lo, hi, fixed);
 }
 
 // Reports a call's wall time per step to the tuner when it goes out of scope (after the call's
