@@ -69,13 +69,13 @@ bool wide_fma() { return active_kernels().wide_fma; }
 
 int threads_for_call(const Desc& d) {
   check_desc(d);
-  return threads_for(Geometry(d, nr_for(d)), get_num_threads(), active_kernels().wide_fma);
+  return threads_for(Geometry(d, nr_for(d)), get_num_threads(), wide_fma());
 }
 
 int forward_panels_per_block(const Desc& d) {
   check_desc(d);
   const Geometry g(d, nr_for(d));
-  const int nth = threads_for(g, get_num_threads(), active_kernels().wide_fma);
+  const int nth = threads_for(g, get_num_threads(), wide_fma());
   return (int)forward_panels_per_block(g, nth, d.cell == kGruResetBefore, wide_blocks_mode());
 }
 

@@ -20,9 +20,9 @@ namespace {
 // took 4-12 ms, later ones 0.09 ms), and a single slow sample moves an estimate by a bounded
 // amount. A candidate replaces the chosen one when its estimate is kSwitch of it or less, so
 // that two about equal sizes do not swap back and forth.
-constexpr uint32_t kExplore = 6;
-constexpr uint32_t kProbeEvery = 32;
-constexpr uint32_t kProbeMax = 8192;
+constexpr uint64_t kExplore = 6;
+constexpr uint64_t kProbeEvery = 32;
+constexpr uint64_t kProbeMax = 8192;
 constexpr double kKeep = 0.75;     // weight of the old estimate, chosen candidate
 constexpr double kKeepProbe = 0.5;  // ... the other candidate, whose samples are rarer
 constexpr double kSwitch = 0.93;
@@ -36,9 +36,9 @@ struct Entry {
   int n[2] = {1, 1};
   double est[2] = {0, 0};
   bool seen[2] = {false, false};
-  uint32_t calls = 0;
-  uint32_t next_probe = kExplore + kProbeEvery;
-  uint32_t interval = kProbeEvery;
+  uint64_t calls = 0;  // 64 bits: a 32-bit count would wrap next_probe in a long-lived server
+  uint64_t next_probe = kExplore + kProbeEvery;
+  uint64_t interval = kProbeEvery;
   int choice = 1;
 };
 
@@ -74,14 +74,14 @@ TeamPick pick_team(uint64_t key, int lo, int hi, int fixed) {
   if (e.calls < kExplore) {
     // the fixed choice first: a shape seen once (a table too small for the workload's shapes)
     // runs as it would untuned
-    cand = (int)((e.calls + (unsigned)e.first) & 1u);
+    cand = (int)((e.calls + (uint64_t)e.first) & 1u);
   } else if (e.calls >= e.next_probe) {
     cand = 1 - e.choice;
     e.next_probe = e.calls + e.interval;  // moved by the probe's outcome in record_team
   } else {
     cand = e.choice;
   }
-  if (e.calls < 0xffffffffu) ++e.calls;
+  ++e.calls;
   p.n = e.n[cand];
   p.slot = slot;
   p.cand = cand;

@@ -10,9 +10,9 @@
 // So a call whose work lies near the thresholds (between the team sizes that 1/2 and 4 times the
 // thresholds give) has two candidate team sizes, and the calling thread keeps, per call shape, a
 // running estimate of each one's wall time: the first calls alternate between them, later calls
-// take the faster, and every kProbeEvery-th call tries the other again, so that a change of state
-// is followed within a few dozen calls. Results do not depend on the team size, so this changes
-// only the time.
+// take the faster and now and then try the other again, after an interval that starts at a few
+// dozen calls and grows while the choice holds (team_tuner.cpp). Results do not depend on the
+// team size, so this changes only the time.
 #pragma once
 #include <cstdint>
 

@@ -73,8 +73,8 @@ std::atomic<int> g_stream_prefetch_mode{-1};
 // (AMD family 19h), a one-row GEMV over packed panels (tile_fixed<float, 1, 2>, AVX-512, one
 // thread, standalone) streamed 4-8 MB of panels from L3 at 95 GB/s without the prefetches and at
 // 73-78 GB/s with them (64 rows ahead; 16-32 rows: 71-91, 128-256 rows: 56-68), against 98 GB/s
-// for a plain read of the same buffer; from L2 (1 MB) 99 against 100-104. On Zen 5 (earlier
-// sessions) the prefetches were kept for measured gains.
+// for a plain read of the same buffer; from L2 (1 MB) 99 against 100-104. Elsewhere (Zen 5, where
+// the kernels were tuned with them) they stay; on and off was not measured there.
 bool prefetch_by_cpu() { return !amd_family_19h(); }
 std::atomic<bool> g_stream_prefetch_on{prefetch_by_cpu()};
 std::atomic<int> g_wide_blocks_mode{-1};
