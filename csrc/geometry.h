@@ -113,13 +113,19 @@ inline constexpr TeamThresholds kTeamNarrowFma{7.5e3, 9e4};
 inline constexpr int kMaxTeamThreads = 256;
 // scale multiplies both thresholds (team_tuner.h takes the sizes at 1/2 and 4 times them as the
 // candidates of a call near them).
+// Multiply-adds times 2 of a whole forward call: every layer's input projection and recurrence.
+inline double call_flops_of(const Geometry& g) {
+  double f = 0;
+  for (idx l = 0; l < g.L; ++l)
+    f += 2.0 * (double)(g.D * g.T * g.B * g.GH) * (double)(g.H + g.in_size(l));
+  return f;
+}
+
 inline int threads_for(const Geometry& g, int requested, bool wide_fma, double scale = 1.0) {
   const TeamThresholds th0 = wide_fma ? kTeamWideFma : kTeamNarrowFma;
   const TeamThresholds th{th0.step_flops * scale, th0.call_flops * scale};
   const double step_flops = 2.0 * (double)g.B * (double)g.GH * (double)g.H;
-  double call_flops = 0;
-  for (idx l = 0; l < g.L; ++l)
-    call_flops += 2.0 * (double)(g.D * g.T * g.B * g.GH) * (double)(g.H + g.in_size(l));
+  const double call_flops = call_flops_of(g);
   const auto most = [](double work, double per_thread) {
     return per_thread > 0 ? std::max<idx>(1, (idx)std::min(work / per_thread, 1e9))
                           : (idx)kMaxTeamThreads;

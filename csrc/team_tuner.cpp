@@ -1,7 +1,12 @@
 // The calling thread's team-size estimates (team_tuner.h).
 #include "team_tuner.h"
 
+#include "barrier.h"  // RF_CPU_RELAX
+
 #include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <limits>
 #include <initializer_list>
 #include <stdexcept>
 #include <string>
@@ -27,7 +32,7 @@ constexpr double kKeep = 0.75;     // weight of the old estimate, chosen candida
 constexpr double kKeepProbe = 0.5;  // ... the other candidate, whose samples are rarer
 constexpr double kSwitch = 0.93;
 constexpr double kMaxRise = 2.0;
-constexpr int kSlots = 64;
+constexpr int kSlots = 256;  // per calling thread; a shape has a warm entry and up to kIdleClasses
 
 struct Entry {
   uint64_t key = 0;
@@ -52,6 +57,23 @@ Table& table() {
 }
 
 std::atomic<int> g_mode{-1};
+
+double clock_now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// When the calling thread's last call, and its last call on more than one thread, ended (a
+// thread that has made none: long ago).
+struct CallClock {
+  double call_end = -std::numeric_limits<double>::infinity();
+  double team_end = -std::numeric_limits<double>::infinity();
+};
+
+CallClock& call_clock() {
+  static thread_local CallClock c;
+  return c;
+}
 
 }  // namespace
 
@@ -128,6 +150,82 @@ uint64_t team_key(const Desc& d, int kind, bool from_state, bool ragged, int req
                     (int64_t)from_state, (int64_t)ragged, (int64_t)requested})
     k = key_mix(k, (uint64_t)v);
   return k;
+}
+
+namespace {
+
+// The spin count libgomp uses between regions: GOMP_SPINCOUNT if set (a number with an optional
+// k/M/G/T suffix, or "infinite"), else by OMP_WAIT_POLICY (active: forever, passive: none), else
+// 300000.
+double gomp_spin_count() {
+  const double inf = std::numeric_limits<double>::infinity();
+  if (const char* sc = std::getenv("GOMP_SPINCOUNT")) {
+    const std::string v(sc);
+    if (v.rfind("infinit", 0) == 0) return inf;
+    char* end = nullptr;
+    double n = std::strtod(sc, &end);
+    if (end != sc && n >= 0) {
+      switch (*end) {
+        case 'k': case 'K': n *= 1e3; break;
+        case 'M': n *= 1e6; break;
+        case 'G': n *= 1e9; break;
+        case 'T': n *= 1e12; break;
+        default: break;
+      }
+      return n;
+    }
+  }
+  if (const char* wp = std::getenv("OMP_WAIT_POLICY")) {
+    const std::string v(wp);
+    if (v == "active" || v == "ACTIVE") return inf;
+    if (v == "passive" || v == "PASSIVE") return 0;
+  }
+  return 3e5;
+}
+
+// Seconds per pause instruction: the fastest of a few short loops (one that lost its core is
+// only slower).
+double pause_seconds() {
+  double best = std::numeric_limits<double>::infinity();
+  for (int r = 0; r < 5; ++r) {
+    const double t0 = clock_now();
+    for (int i = 0; i < 256; ++i) RF_CPU_RELAX();
+    const double t = (clock_now() - t0) / 256;
+    if (t < best) best = t;
+  }
+  return best;
+}
+
+}  // namespace
+
+double idle_boundary() {
+  static const double b = [] {
+    const double n = gomp_spin_count();
+    const double spin = n == 0 ? 0 : n * pause_seconds();
+    return spin > kIdleMin ? spin : kIdleMin;
+  }();
+  return b;
+}
+
+int idle_class(double since_call, double since_team, double boundary) {
+  if (!(since_call >= kIdleMin)) return 0;  // also NaN
+  if (!(since_team >= since_call)) since_team = since_call;
+  if (!(since_team >= boundary)) return 0;  // the workers still spin (or never sleep)
+  int c = 1;
+  for (double t = since_team; t >= 2 * boundary && c < kIdleClasses; t /= 2) ++c;
+  return c;
+}
+
+int idle_class_now() {
+  const CallClock& c = call_clock();
+  const double now = clock_now();
+  return idle_class(now - c.call_end, now - c.team_end, idle_boundary());
+}
+
+void note_call_end(int threads) {
+  CallClock& c = call_clock();
+  c.call_end = clock_now();
+  if (threads > 1) c.team_end = c.call_end;
 }
 
 void set_team_tuning_mode(int mode) {

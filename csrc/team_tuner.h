@@ -13,6 +13,20 @@
 // take the faster and now and then try the other again, after an interval that starts at a few
 // dozen calls and grows while the choice holds (team_tuner.cpp). Results do not depend on the
 // team size, so this changes only the time.
+//
+// Calls after an idle pause have estimates of their own. OpenMP's workers spin for a while after
+// a parallel region (libgomp: GOMP_SPINCOUNT pause instructions, 300k by default, ~7.5 ms here)
+// and then sleep, and waking them can cost far more than a small call's work: measured on the
+// Zen 4 VM, batch-1 LSTM H256 T1 took 24 us on two threads back to back, 100 us after a 5 ms
+// pause, and 1.8-3.8 ms after a 20-50 ms pause (the woken worker shares the caller's core until
+// the kernel moves it), against 130-140 us on one thread. A call that starts kIdleMin or more
+// after the calling thread's previous call ended, and at least the workers' spin time
+// (idle_boundary) after its last call on more than one thread, is tuned under its shape's key
+// mixed with the pause class (idle_class: octaves of that time over the spin time). Its
+// candidates are one thread and the warm candidates' larger size, when its work is small enough
+// (kIdleMaxFlops) for a wake to matter. Shorter pauses stay warm: offering one thread there
+// would let the workers fall asleep and make two threads look slow from then on (measured: 5 ms
+// pauses with classes from 1 ms settled on one thread, 1.15-1.3x slower than two).
 #pragma once
 #include <cstdint>
 
@@ -44,12 +58,33 @@ int team_choice(uint64_t key);
 // from a given state, whether it has lengths, and the threads asked for.
 uint64_t team_key(const Desc& d, int kind, bool from_state, bool ragged, int requested);
 
+// Pause classes (see the header comment): 0 for a warm call, else 1..kIdleClasses.
+inline constexpr double kIdleMin = 1e-3;      // seconds
+inline constexpr int kIdleClasses = 3;        // the last one: 4 spin times and longer
+inline constexpr double kIdleMaxFlops = 2e8;  // larger calls amortise a wake: warm candidates
+// How long OpenMP's workers spin before they sleep (seconds; +inf: they never sleep), from
+// OMP_WAIT_POLICY / GOMP_SPINCOUNT as libgomp reads them and the time of one pause instruction
+// measured once; at least kIdleMin.
+double idle_boundary();
+// since_call: seconds since the calling thread's previous call ended; since_team: since its
+// last call on more than one thread ended (>= since_call); boundary: idle_boundary().
+int idle_class(double since_call, double since_team, double boundary);
+// The class of a call that starts now on the calling thread (its clock, note_call_end).
+int idle_class_now();
+// Marks the end of a call on `threads` threads, for idle_class_now.
+void note_call_end(int threads);
+
 // Mixes one more value into a shape key.
 inline uint64_t key_mix(uint64_t h, uint64_t v) {
   h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
   h ^= h >> 31;
   h *= 0xbf58476d1ce4e5b9ull;
   return h ^ (h >> 29);
+}
+
+// The key of a call of shape `key` in pause class `idle` (idle_class; 0: the warm key itself).
+inline uint64_t idle_key(uint64_t key, int idle) {
+  return idle > 0 ? key_mix(key, 0x1D1Eu + (uint64_t)idle) : key;
 }
 
 }  // namespace rnnfast

@@ -90,6 +90,10 @@ cdef extern from "team_tuner.h" namespace "rnnfast":
     int team_tuning_mode()
     int team_choice(uint64_t)
     uint64_t team_key(const Desc&, int, bint, bint, int)
+    uint64_t idle_key(uint64_t, int)
+    int idle_class(double, double, double)
+    double idle_boundary()
+    int kIdleClasses
 
 
 cdef Desc _desc(tuple t) except *:
@@ -385,7 +389,27 @@ def core_team_tuner_replay(uint64_t key, int lo, int hi, list phases, int fixed=
     return picked
 
 
-def core_team_choice(tuple desc, int kind, bint from_state=False, bint ragged=False):
+def core_team_choice(tuple desc, int kind, bint from_state=False, bint ragged=False, int idle=0):
     """The calling thread's current team size for calls of this shape (kind 0 inference,
-    1 training forward, 2 backward), 0 when it has not tuned one. For tests."""
-    return team_choice(team_key(_desc(desc), kind, from_state, ragged, get_num_threads()))
+    1 training forward, 2 backward) in pause class `idle` (0: warm calls), 0 when it has not tuned
+    one. For tests."""
+    return team_choice(idle_key(team_key(_desc(desc), kind, from_state, ragged,
+                                         get_num_threads()), idle))
+
+
+def core_idle_class(double since_call, double since_team, double boundary):
+    """The pause class of a call (csrc/team_tuner.h) that starts since_call seconds after the
+    thread's previous call ended and since_team seconds after its last multi-thread call ended,
+    with OpenMP's workers spinning `boundary` seconds before they sleep: 0 warm, else
+    1..core_idle_classes(). For tests."""
+    return idle_class(since_call, since_team, boundary)
+
+
+def core_idle_boundary():
+    """How long OpenMP's workers are taken to spin before they sleep, in seconds (at least 1 ms;
+    inf: never)."""
+    return idle_boundary()
+
+
+def core_idle_classes():
+    return kIdleClasses

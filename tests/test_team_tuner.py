@@ -125,3 +125,52 @@ def test_shapes_far_from_the_thresholds_are_not_tuned(tuning):
 def test_mode_is_checked():
     with pytest.raises(ValueError, match="tuning mode"):
         _core.core_set_team_tuning_mode(2)
+
+
+def test_pause_classes():
+    """A call within 1 ms of the thread's previous one is warm (class 0), and so is one whose
+    workers (the thread's last multi-thread call) ended less than their spin time ago; later ones
+    are classed by octaves of that time over the spin time, capped."""
+    c, top, b = _core.core_idle_class, _core.core_idle_classes(), 8e-3
+    assert c(0.0, 0.0, b) == 0 and c(0.9e-3, 10.0, b) == 0  # warm, however long the workers slept
+    assert c(5e-3, 5e-3, b) == 0 and c(7.9e-3, 7.9e-3, b) == 0  # the workers still spin
+    assert c(8e-3, 8e-3, b) == 1 and c(15e-3, 15e-3, b) == 1 and c(16e-3, 16e-3, b) == 2
+    assert c(2e-3, 20e-3, b) == 2  # the workers' last call sets the class, not the last call
+    assert c(20e-3, 1e-3, b) == 2  # since_team below since_call cannot be: taken as since_call
+    assert c(0.05, 0.05, b) == top and c(float("inf"), float("inf"), b) == top
+    assert c(float("nan"), 1.0, b) == 0
+    assert c(10.0, 10.0, float("inf")) == 0  # workers that never sleep: always warm
+    assert 1e-3 <= _core.core_idle_boundary()
+
+
+def test_calls_after_a_pause_are_tuned_apart(tuning):
+    """Batch-1 LSTM H128 T1 called after pauses longer than the workers spin: those calls keep estimates under their pause class,
+    apart from the warm calls of the shape, and give the same bits as the fixed-threshold call.
+    A call too large for a wake to matter (LSTM H512 B64 T50, far above the thresholds) is not
+    tuned after a pause either."""
+    _needs_two_threads()
+    import time
+
+    rng = np.random.default_rng(9)
+    m = rf.LSTM(128, 128, seed=4)
+    x = rng.standard_normal((1, 1, 128)).astype(np.float32)
+    _core.core_set_team_tuning_mode(0)
+    y0, (h0, c0) = m(x)
+    _core.core_set_team_tuning_mode(-1)
+    desc, top = m._desc(1, 1), _core.core_idle_classes()
+    pause = 4 * _core.core_idle_boundary() + 0.005  # the top class
+    if not pause < 1:
+        pytest.skip("OpenMP's workers spin for a second or more here")
+    for _ in range(8):
+        time.sleep(pause)
+        y, (h, c) = m(x)
+        assert np.array_equal(y, y0) and np.array_equal(h, h0) and np.array_equal(c, c0)
+    # every call came a top-class pause after the previous: that entry has a choice by now
+    assert _core.core_team_choice(desc, 0, idle=top) in (1, 2)
+    big = rf.LSTM(512, 512)
+    xb = np.zeros((50, 64, 512), np.float32)
+    for _ in range(2):
+        time.sleep(pause)
+        big(xb)
+    for idle in range(top + 1):
+        assert _core.core_team_choice(big._desc(50, 64), 0, idle=idle) == 0

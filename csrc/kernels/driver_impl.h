@@ -1106,17 +1106,20 @@ inline TeamPick team_for(const Desc& d, const Geometry& g, int kind, bool from_s
   const int req = get_num_threads();
   const bool wide = active_kernels().wide_fma;
   const int fixed = threads_for(g, req, wide);
-  const int lo = threads_for(g, req, wide, 4.0), hi = threads_for(g, req, wide, 0.5);
-  if (lo >= hi || team_tuning_mode() == 0) {  // one candidate, or tuning off: no key to build
-    TeamPick p;
-    p.n = fixed;
-    return p;
-  }
-  return pick_team(team_key(d, kind, from_state, ragged, req), lo, hi, fixed);
+  int lo = threads_for(g, req, wide, 4.0);
+  const int hi = threads_for(g, req, wide, 0.5);
+  TeamPick p;
+  p.n = fixed;
+  if (team_tuning_mode() == 0) return p;
+  // after a pause: one thread against the warm candidates' larger team, under a key of its own
+  const int idle = hi > 1 && call_flops_of(g) <= kIdleMaxFlops ? idle_class_now() : 0;
+  if (idle > 0) lo = 1;
+  if (lo >= hi) return p;  // one candidate: no key to build
+  return pick_team(idle_key(team_key(d, kind, from_state, ragged, req), idle), lo, hi, fixed);
 }
 
-// Reports a call's wall time per step to the tuner when it goes out of scope (after the call's
-// last parallel region).
+// Reports a call's wall time per step to the tuner, and its end to the pause clock, when it goes
+// out of scope (after the call's last parallel region).
 struct TeamTimer {
   TeamPick pick;
   idx steps;
@@ -1128,6 +1131,7 @@ struct TeamTimer {
     if (pick.slot >= 0)
       record_team(pick, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
                                 .count() / (double)steps);
+    note_call_end(pick.n);
   }
   TeamTimer(const TeamTimer&) = delete;
   TeamTimer& operator=(const TeamTimer&) = delete;
