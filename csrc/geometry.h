@@ -111,8 +111,6 @@ inline constexpr TeamThresholds kTeamNarrowFma{7.5e3, 9e4};
 // thread (StepScheduler::kMaxThreads, checked against this in driver_impl.h). Without the cap, a
 // hidden size over 8192 (more than 256 unit blocks) at more than 256 threads indexed past them.
 inline constexpr int kMaxTeamThreads = 256;
-// scale multiplies both thresholds (team_tuner.h takes the sizes at 1/2 and 4 times them as the
-// candidates of a call near them).
 // Multiply-adds times 2 of a whole forward call: every layer's input projection and recurrence.
 inline double call_flops_of(const Geometry& g) {
   double f = 0;
@@ -121,6 +119,8 @@ inline double call_flops_of(const Geometry& g) {
   return f;
 }
 
+// scale multiplies both thresholds (team_tuner.h takes the sizes at 1/2 and 4 times them as the
+// candidates of a call near them).
 inline int threads_for(const Geometry& g, int requested, bool wide_fma, double scale = 1.0) {
   const TeamThresholds th0 = wide_fma ? kTeamWideFma : kTeamNarrowFma;
   const TeamThresholds th{th0.step_flops * scale, th0.call_flops * scale};

@@ -201,6 +201,7 @@ double pause_seconds() {
 double idle_boundary() {
   static const double b = [] {
     const double n = gomp_spin_count();
+    if (n == std::numeric_limits<double>::infinity()) return n;  // even where a pause takes ~0 s
     const double spin = n == 0 ? 0 : n * pause_seconds();
     return spin > kIdleMin ? spin : kIdleMin;
   }();

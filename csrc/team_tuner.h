@@ -15,7 +15,7 @@
 // team size, so this changes only the time.
 //
 // Calls after an idle pause have estimates of their own. OpenMP's workers spin for a while after
-// a parallel region (libgomp: GOMP_SPINCOUNT pause instructions, 300k by default, ~7.5 ms here)
+// a parallel region (libgomp: GOMP_SPINCOUNT pause instructions, 300k by default, ~7.9 ms here)
 // and then sleep, and waking them can cost far more than a small call's work: measured on the
 // Zen 4 VM, batch-1 LSTM H256 T1 took 24 us on two threads back to back, 100 us after a 5 ms
 // pause, and 1.8-3.8 ms after a 20-50 ms pause (the woken worker shares the caller's core until
@@ -26,7 +26,7 @@
 // candidates are one thread and the warm candidates' larger size, when its work is small enough
 // (kIdleMaxFlops) for a wake to matter. Shorter pauses stay warm: offering one thread there
 // would let the workers fall asleep and make two threads look slow from then on (measured: 5 ms
-// pauses with classes from 1 ms settled on one thread, 1.15-1.3x slower than two).
+// pauses with classes from 1 ms settled on one thread, 1.13-1.28x slower than two).
 #pragma once
 #include <cstdint>
 

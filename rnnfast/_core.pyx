@@ -412,4 +412,5 @@ def core_idle_boundary():
 
 
 def core_idle_classes():
+    """The number of pause classes (the last one holds every longer pause). For tests."""
     return kIdleClasses
