@@ -144,6 +144,15 @@ int stream_prefetch_mode();
 // The setting in force (the automatic choice resolved), read by the kernels on every tile.
 bool stream_prefetch_on();
 
+// Whether a batch-1 step computes its one-row tiles over long panels (depth >= 128) two at a
+// time, one pass over the state row for both (tile_pair in kernels/ukernel_impl.h): -1 automatic
+// (the default: on for AMD family 19h, where it streamed the weights faster), 0 never, 1 always.
+// Results are bitwise the same; for tests and paired timings. Values outside -1..1 throw
+// std::invalid_argument.
+void set_pair_tiles_mode(int mode);
+int pair_tiles_mode();
+bool pair_tiles_on();
+
 // Instruction-set path of the GEMM micro-kernels: "avx512", "avx2" or "generic".
 const char* isa_name();
 // Whether the active path's vector FMAs run at full rate on this CPU (false for AVX-512 on Zen 4,

@@ -77,6 +77,9 @@ cdef extern from "rnnfast.h" namespace "rnnfast":
     void set_stream_prefetch_mode(int) except +
     int stream_prefetch_mode()
     bint stream_prefetch_on()
+    void set_pair_tiles_mode(int) except +
+    int pair_tiles_mode()
+    bint pair_tiles_on()
 
 
 cdef extern from "team_tuner.h" namespace "rnnfast":
@@ -359,6 +362,22 @@ def core_stream_prefetch_mode():
 def core_stream_prefetch_on():
     """The prefetch setting in force (the automatic choice resolved for this CPU)."""
     return bool(stream_prefetch_on())
+
+
+def core_set_pair_tiles_mode(int mode):
+    """Whether a batch-1 step computes its one-row tiles over long panels two at a time: -1
+    automatic (default: on for AMD family 19h), 0 never, 1 always. Results are bitwise the same.
+    Tests and benchmarks only."""
+    set_pair_tiles_mode(mode)
+
+
+def core_pair_tiles_mode():
+    return pair_tiles_mode()
+
+
+def core_pair_tiles_on():
+    """The pair-tiles setting in force (the automatic choice resolved for this CPU)."""
+    return bool(pair_tiles_on())
 
 
 def core_set_team_tuning_mode(int mode):

@@ -78,6 +78,11 @@ std::atomic<int> g_stream_prefetch_mode{-1};
 bool prefetch_by_cpu() { return !amd_family_19h(); }
 std::atomic<bool> g_stream_prefetch_on{prefetch_by_cpu()};
 std::atomic<int> g_wide_blocks_mode{-1};
+std::atomic<int> g_pair_tiles_mode{-1};
+// Automatic choice of the paired one-row tiles over long panels (set_pair_tiles_mode): on AMD
+// family 19h, where they were measured faster (tile_pair in ukernel_impl.h); elsewhere the
+// single tiles of the Zen 5 tuning.
+std::atomic<bool> g_pair_tiles_on{amd_family_19h()};
 
 // A path switch for tests and paired timings: -1 auto, 0 never, 1 always.
 void set_mode(std::atomic<int>& m, int mode, const char* what) {
@@ -102,6 +107,13 @@ bool stream_prefetch_on() { return g_stream_prefetch_on.load(std::memory_order_r
 
 void set_wide_blocks_mode(int mode) { set_mode(g_wide_blocks_mode, mode, "wide blocks"); }
 int wide_blocks_mode() { return g_wide_blocks_mode.load(); }
+
+void set_pair_tiles_mode(int mode) {
+  set_mode(g_pair_tiles_mode, mode, "pair tiles");
+  g_pair_tiles_on.store(mode == -1 ? amd_family_19h() : mode == 1);
+}
+int pair_tiles_mode() { return g_pair_tiles_mode.load(); }
+bool pair_tiles_on() { return g_pair_tiles_on.load(std::memory_order_relaxed); }
 
 const KernelSet& active_kernels() { return current(); }
 

@@ -332,6 +332,7 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
                 "a wide block's staging arrays and tile fit the per-step buffers, its rows one "
                 "row tile");
   StepScheduler& sched = *team.sched;
+  const bool pair_long = pair_tiles_on();  // once per call: every step takes the same tiles
   for (idx s = 0; s < T_; ++s) {
     const idx t = rev ? T_ - 1 - s : s;
     const T* hprev = train ? P.hs + (rev ? t + 1 : t) * B * H : hbuf + (s & 1) * B * H;
@@ -429,13 +430,14 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
         }
         if (!merged && zero_h) {
           std::fill(tile, tile + (r1 - r0) * G * nr, T(0));
-        } else if (!merged && B == 1 && H < kLongK) {
-          // batch 1, short panels: the gates two at a time (tile_pair_short, same bits)
+        } else if (!merged && B == 1 && (H < kLongK || pair_long)) {
+          // batch 1: the gates two at a time (tile_pair, same bits; long panels where
+          // pair_tiles_on)
           int gg = 0;
           for (; gg + 1 < G; gg += 2)
-            tile_pair_short<T, TileShape<T>::nv>((int)H, hprev, P.pk_whhT + (u * G + gg) * H * nr,
-                                                 P.pk_whhT + (u * G + gg + 1) * H * nr,
-                                                 tile + gg * nr, tile + (gg + 1) * nr);
+            tile_pair<T, TileShape<T>::nv>((int)H, hprev, P.pk_whhT + (u * G + gg) * H * nr,
+                                           P.pk_whhT + (u * G + gg + 1) * H * nr, tile + gg * nr,
+                                           nr, tile + (gg + 1) * nr, nr);
           for (; gg < G; ++gg)
             tile_gemm<T>((int)H, hprev, H, 1, P.pk_whhT + (u * G + gg) * H * nr, tile + gg * nr,
                          G * nr, 1, nr, 0);
@@ -513,12 +515,42 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
       // Panels in the scheduler's serpentine order (odd steps backwards, see StepScheduler), so
       // that weights beyond the last-level cache are met while still cached.
       if (zero_h) std::fill(tile, tile + (idx)rows * ts, T(0));
-      for (idx i = 0; i < (zero_h ? 0 : pu1 - pu0); ++i) {
-        const idx pu = sched.backwards(s) ? pu1 - 1 - i : pu0 + i;
-        for (int gg = 0; gg < G; ++gg)
-          tile_gemm<T>((int)H, hprev, H, 1, P.pk_whhT + (pu * G + gg) * H * nr,
-                       tile + gg * kW + (pu - pu0) * nr, ts, (int)rows,
-                       (int)std::min<idx>(nr, H - pu * nr), 0);
+      const idx npanels = zero_h ? 0 : pu1 - pu0;
+      if (rows == 1 && pair_long) {
+        // One row: the block's (panel, gate) tiles two at a time in the same order (tile_pair,
+        // same bits), across panels where G is odd.
+        const idx ntiles = npanels * G;
+        auto at = [&](idx f, const T** bp, T** c, int* n) {
+          const idx i = f / G, pu = sched.backwards(s) ? pu1 - 1 - i : pu0 + i;
+          const int gg = (int)(f % G);
+          *bp = P.pk_whhT + (pu * G + gg) * H * nr;
+          *c = tile + gg * kW + (pu - pu0) * nr;
+          *n = (int)std::min<idx>(nr, H - pu * nr);
+        };
+        idx f = 0;
+        for (; f + 1 < ntiles; f += 2) {
+          const T *b0, *b1;
+          T *c0, *c1;
+          int n0, n1;
+          at(f, &b0, &c0, &n0);
+          at(f + 1, &b1, &c1, &n1);
+          tile_pair<T, TileShape<T>::nv>((int)H, hprev, b0, b1, c0, n0, c1, n1);
+        }
+        if (f < ntiles) {
+          const T* b0;
+          T* c0;
+          int n0;
+          at(f, &b0, &c0, &n0);
+          tile_gemm<T>((int)H, hprev, H, 1, b0, c0, ts, 1, n0, 0);
+        }
+      } else {
+        for (idx i = 0; i < npanels; ++i) {
+          const idx pu = sched.backwards(s) ? pu1 - 1 - i : pu0 + i;
+          for (int gg = 0; gg < G; ++gg)
+            tile_gemm<T>((int)H, hprev, H, 1, P.pk_whhT + (pu * G + gg) * H * nr,
+                         tile + gg * kW + (pu - pu0) * nr, ts, (int)rows,
+                         (int)std::min<idx>(nr, H - pu * nr), 0);
+        }
       }
       unsigned char active[kWideMaxRows];
       for (idx b = 0; b < (idx)rows; ++b) active[b] = row_active(len, b, t) ? 1 : 0;

@@ -147,33 +147,54 @@ void tile_fixed(int kc, const T* a, std::ptrdiff_t rsa, std::ptrdiff_t csa, cons
 }
 
 // One row of A against two panels in one pass over k: the partial sums of two one-row tiles
-// (TileAcc<T, 1, NV>, the same sets and order, so the same bits as two tile_fixed<T, 1, NV>
-// calls), one load of a(k) for both and two independent sets of accumulators in one pass. Only
-// for short panels (kc < kLongK: a batch-1 step of a hidden size under 128, which stays in L1):
-// standalone, AVX-512, the 8 panels of an LSTM H64 step took 1045 against 1214 TSC cycles; over
-// longer panels, where the one-row tile keeps fewer partial sums (RF_KS1_LONG), the pair was
-// 0.6-0.9x as fast.
-template <class T, int NV>
-void tile_pair_short(int kc, const T* a, const T* b0, const T* b1, T* c0, T* c1) {
+// (TileAcc<T, 1, NV>: the same sets, order and tail as TileAcc::add, so the same bits as two
+// tile_fixed<T, 1, NV> calls), one load of a(k) for both and two independent sets of accumulators
+// in one pass. Short panels (kc < kLongK: a batch-1 step of a hidden size under 128, which stays
+// in L1) always take it: standalone, AVX-512, the 8 panels of an LSTM H64 step took 1045 against
+// 1214 TSC cycles (2-core Zen 5). Long panels only where pair_tiles_on() (rnnfast.h): on Zen 5,
+// where the one-row tile keeps fewer partial sums over long panels (RF_KS1_LONG), the pair was
+// 0.6-0.9x as fast; on the Zen 4 VM a standalone one-thread GEMV over packed panels streamed
+// 1.1-1.3x faster in pairs (0.8 MB, from L2: 93 against 83 GB/s; 12.6 MB, L3: 77 against 65).
+template <class T, int NV, bool kPrefetch, int U>
+inline int pair_steps(int kc, const T* a, const T* b0, const T* b1, TileAcc<T, 1, NV>& x,
+                      TileAcc<T, 1, NV>& y) {
   typedef typename Vec<T>::type V;
-  constexpr int L = Vec<T>::lanes, NR = NV * L, KS = TileAcc<T, 1, NV>::KS;
-  TileAcc<T, 1, NV> x, y;
+  constexpr int L = Vec<T>::lanes, NR = NV * L;
   int k = 0;
 #pragma GCC unroll 4
-  for (; k + KS <= kc; k += KS)
-    for (int s = 0; s < KS; ++s) {
+  for (; k + U <= kc; k += U)
+    for (int s = 0; s < U; ++s) {
+      if constexpr (kPrefetch) {
+        const std::ptrdiff_t pk = (std::ptrdiff_t)(k + s + kPrefetchK) * NR;
+        for (int v = 0; v < NR; v += 64 / (int)sizeof(T)) {
+          __builtin_prefetch(b0 + pk + v);
+          __builtin_prefetch(b1 + pk + v);
+        }
+      }
       const T ak = a[k + s];
       for (int v = 0; v < NV; ++v) {
         x.acc[s][0][v] += ak * load<V>(b0 + (std::ptrdiff_t)(k + s) * NR + v * L);
         y.acc[s][0][v] += ak * load<V>(b1 + (std::ptrdiff_t)(k + s) * NR + v * L);
       }
     }
-  for (; k < kc; ++k) {  // tail: into the first set, as TileAcc::add
-    x.step(0, k, a, 1, 1, b0);
-    y.step(0, k, a, 1, 1, b1);
+  return k;
+}
+
+// c0 (n0 columns) and c1 (n1 columns) from panels b0 and b1 against the row a (contiguous).
+template <class T, int NV>
+void tile_pair(int kc, const T* a, const T* b0, const T* b1, T* c0, int n0, T* c1, int n1) {
+  typedef TileAcc<T, 1, NV> Acc;
+  Acc x, y;
+  const int k = kc >= kPrefetchMinK && rnnfast::stream_prefetch_on()
+                    ? pair_steps<T, NV, true, Acc::KSL>(kc, a, b0, b1, x, y)
+                : kc >= kLongK ? pair_steps<T, NV, false, Acc::KSL>(kc, a, b0, b1, x, y)
+                               : pair_steps<T, NV, false, Acc::KS>(kc, a, b0, b1, x, y);
+  for (int j = k; j < kc; ++j) {  // tail: into the first set, as TileAcc::add
+    x.step(0, j, a, 1, 1, b0);
+    y.step(0, j, a, 1, 1, b1);
   }
-  x.write(c0, 0, NR, 0);
-  y.write(c1, 0, NR, 0);
+  x.write(c0, 0, n0, 0);
+  y.write(c1, 0, n1, 0);
 }
 
 // Two operands summed in one set of accumulators, C = A1 B1p + A2 B2p (both A row-major, full-width
