@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernels/ukernel.h"
+#include "rnnfast.h"
 
 namespace rnnfast {
 
@@ -189,6 +190,20 @@ inline void gemm_block(const Kern<T>& kern, int kc, idx pc, idx K, const T* a, i
                        const T* apack, idx ib, idx ie, idx jb, idx je, const T* bp, T* c, idx ldc,
                        bool acc) {
   const int mr = kern.mr, nr = kern.nr;
+  // One contiguous row written, not accumulated (a one-step input projection of batch 1): the
+  // panels two at a time where pair_tiles_on (tile_pair, same bits).
+  if (ie - ib == 1 && !acc && !apack && csa == 1 && kern.pair && pair_tiles_on()) {
+    const T* ar = a + ib * rsa + pc;
+    T* cr = c + ib * ldc;
+    idx j = jb;
+    for (; j + nr < je; j += 2 * (idx)nr)
+      kern.pair(kc, ar, bp + (j / nr) * K * nr + pc * nr, bp + (j / nr + 1) * K * nr + pc * nr,
+                cr + j, nr, cr + j + nr, (int)std::min<idx>(nr, je - j - nr));
+    if (j < je)
+      kern.fn(kc, ar, rsa, 1, bp + (j / nr) * K * nr + pc * nr, cr + j, ldc, 1,
+              (int)std::min<idx>(nr, je - j), 0);
+    return;
+  }
   for (idx j = jb; j < je; j += nr) {
     const T* bpanel = bp + (j / nr) * K * nr + pc * nr;
     const int n = (int)std::min<idx>(nr, je - j);

@@ -6,7 +6,8 @@ and tail of the single tile. Every result must therefore be bitwise that of sing
 for every cell in float32 and float64, at hidden sizes of 151 (odd: a tail row; a partial last
 panel for every panel width; an odd number of tiles per block for the GRU) and 272 (deep enough
 for the software prefetch, which is forced on there), one-panel and wide blocks, a sequence
-shorter than T, inference and training with all gradients, on 1 and 2 threads. Plus the
+shorter than T, inference and training with all gradients, on 1 and 2 threads; one-step calls (whose batch-1
+input projection is paired too) with and without a state, at input sizes 13 and 300. Plus the
 automatic choice and bad modes.
 """
 import numpy as np
@@ -51,6 +52,29 @@ def test_bitwise_same_as_single_tiles(cell, dtype, lengths, H, pair_mode, restor
     ref = out[0, 0, 1]
     for key, got in out.items():
         _assert_bitwise(ref, got, f"pair tiles {key[0]}, wide blocks {key[1]}, {key[2]} threads")
+
+
+@pytest.mark.parametrize("I_", [13, 300])
+@pytest.mark.parametrize("cell", CELLS)
+def test_one_step_calls_bitwise_same(cell, I_, pair_mode, restore_threads):
+    """One step of batch 1 (its input projection is a one-row GEMM, paired too): without a state,
+    from a state, and trained."""
+    rng = np.random.default_rng(720 + CELLS.index(cell))
+    H = 151
+    m, _ = make_pair(cell, I_, H, L, True, False, True, "float32", seed=9)
+    x, hx, ry, rh, rc = make_data(rng, cell, 1, 1, I_, H, L, True, False, "float32")
+    out = {}
+    for pair in (0, 1):
+        _core.core_set_pair_tiles_mode(pair)
+        for n in (1, 2):
+            rf.set_num_threads(n)
+            got = _everything(m, cell, x, hx, None, ry, rh, rc)
+            y, _ = m(x)
+            got["no state:y"] = np.array(y, copy=True)
+            out[pair, n] = got
+    ref = out[0, 1]
+    for key, got in out.items():
+        _assert_bitwise(ref, got, f"pair tiles {key[0]}, {key[1]} threads")
 
 
 def test_pairs_change_the_numbers_of_nothing_but_batch_one(pair_mode, restore_threads):

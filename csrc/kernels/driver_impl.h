@@ -66,7 +66,7 @@ inline void tile_gemm2(int k1, const T* a1, idx rs1, const T* b1, int k2, const 
 template <class T>
 Kern<T> kern_for() {
   return Kern<T>{&ukernel<T, TileShape<T>::mr, TileShape<T>::nv>, TileShape<T>::mr,
-                 TileShape<T>::nv * Vec<T>::lanes};
+                 TileShape<T>::nv * Vec<T>::lanes, &tile_pair<T, TileShape<T>::nv>};
 }
 
 

@@ -17,11 +17,18 @@ template <class T>
 using UKernel = void (*)(int kc, const T* a, std::ptrdiff_t rsa, std::ptrdiff_t csa, const T* bp,
                          T* c, std::ptrdiff_t ldc, int m, int n, int accumulate);
 
-// A micro-kernel with its tile shape.
+// Two one-row tiles against one contiguous row a: c0 (n0 columns) from panel b0 and c1 (n1) from
+// b1, with the bits of two fn calls (m = 1, no accumulation).
+template <class T>
+using PairKernel = void (*)(int kc, const T* a, const T* b0, const T* b1, T* c0, int n0, T* c1,
+                            int n1);
+
+// A micro-kernel with its tile shape; pair (may be null) for one-row tiles two at a time.
 template <class T>
 struct Kern {
   UKernel<T> fn;
   int mr, nr;
+  PairKernel<T> pair = nullptr;
 };
 
 struct Desc;
