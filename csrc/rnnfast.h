@@ -146,7 +146,8 @@ bool stream_prefetch_on();
 
 // Whether a batch-1 step computes its one-row tiles over long panels (depth >= 128) two at a
 // time, one pass over the state row for both (tile_pair in kernels/ukernel_impl.h): -1 automatic
-// (the default: on for AMD family 19h, where it streamed the weights faster), 0 never, 1 always.
+// (the default: on for the AVX-512 path on AMD family 19h, where it streamed the weights faster),
+// 0 never, 1 always.
 // Results are bitwise the same; for tests and paired timings. Values outside -1..1 throw
 // std::invalid_argument.
 void set_pair_tiles_mode(int mode);

@@ -94,12 +94,23 @@ def test_pairs_change_the_numbers_of_nothing_but_batch_one(pair_mode, restore_th
     assert np.array_equal(got[0], got[1])
 
 
-def test_automatic_choice_follows_the_cpu(pair_mode):
+def test_automatic_choice_follows_the_cpu_and_path(pair_mode):
     _core.core_set_pair_tiles_mode(-1)
     assert _core.core_pair_tiles_mode() == -1
     amd19 = _cpu_is_amd_family_19h()
-    if amd19 is not None:
-        assert _core.core_pair_tiles_on() is amd19
+    start = rf.build_info()["isa"]
+    try:
+        for isa in ("avx512", "avx2", "generic"):
+            if not _core.core_select_isa(isa):
+                continue
+            if amd19 is not None:
+                assert _core.core_pair_tiles_on() is (amd19 and isa == "avx512"), isa
+            for mode in (0, 1):  # a forced mode holds on every path
+                _core.core_set_pair_tiles_mode(mode)
+                assert _core.core_pair_tiles_on() is (mode == 1), isa
+            _core.core_set_pair_tiles_mode(-1)
+    finally:
+        assert _core.core_select_isa(start)
 
 
 @pytest.mark.parametrize("bad", [-2, 2, 5])

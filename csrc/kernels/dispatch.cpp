@@ -49,6 +49,9 @@ bool kernels_by_name(const char* name, KernelSet* out) {
   if (std::strcmp(name, "generic") == 0) { *out = generic::engine(); found = true; }
   // Zen 4's 512-bit FMAs issue as two 256-bit halves.
   if (found) out->wide_fma = std::strcmp(name, "avx512") == 0 && !amd_family_19h();
+  // Paired one-row tiles (tile_pair): measured faster with AVX-512 on the Zen 4 VM; its AVX2 path
+  // ran LSTM H256 B1 T100 0.95x as fast with them, Zen 5 0.6-0.9x (ukernel_impl.h).
+  if (found) out->pair_tiles = std::strcmp(name, "avx512") == 0 && amd_family_19h();
   return found;
 }
 
@@ -79,10 +82,6 @@ bool prefetch_by_cpu() { return !amd_family_19h(); }
 std::atomic<bool> g_stream_prefetch_on{prefetch_by_cpu()};
 std::atomic<int> g_wide_blocks_mode{-1};
 std::atomic<int> g_pair_tiles_mode{-1};
-// Automatic choice of the paired one-row tiles over long panels (set_pair_tiles_mode): on AMD
-// family 19h, where they were measured faster (tile_pair in ukernel_impl.h); elsewhere the
-// single tiles of the Zen 5 tuning.
-std::atomic<bool> g_pair_tiles_on{amd_family_19h()};
 
 // A path switch for tests and paired timings: -1 auto, 0 never, 1 always.
 void set_mode(std::atomic<int>& m, int mode, const char* what) {
@@ -108,12 +107,13 @@ bool stream_prefetch_on() { return g_stream_prefetch_on.load(std::memory_order_r
 void set_wide_blocks_mode(int mode) { set_mode(g_wide_blocks_mode, mode, "wide blocks"); }
 int wide_blocks_mode() { return g_wide_blocks_mode.load(); }
 
-void set_pair_tiles_mode(int mode) {
-  set_mode(g_pair_tiles_mode, mode, "pair tiles");
-  g_pair_tiles_on.store(mode == -1 ? amd_family_19h() : mode == 1);
-}
+void set_pair_tiles_mode(int mode) { set_mode(g_pair_tiles_mode, mode, "pair tiles"); }
 int pair_tiles_mode() { return g_pair_tiles_mode.load(); }
-bool pair_tiles_on() { return g_pair_tiles_on.load(std::memory_order_relaxed); }
+// The automatic choice follows the active path (KernelSet::pair_tiles), which select_isa changes.
+bool pair_tiles_on() {
+  const int mode = g_pair_tiles_mode.load(std::memory_order_relaxed);
+  return mode == -1 ? current().pair_tiles : mode == 1;
+}
 
 const KernelSet& active_kernels() { return current(); }
 

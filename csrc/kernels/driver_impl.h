@@ -1488,6 +1488,7 @@ KernelSet engine() {
   k.forward = &forward_entry;
   k.backward = &backward_entry;
   k.pack = &pack_entry;
+  k.pair_tiles = false;  // the dispatcher sets it (kernels_by_name)
   k.fma_loop = &probe_fma_loop;
   k.read_sum = &probe_read_sum;
   k.activation = &activation_entry;

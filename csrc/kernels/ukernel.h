@@ -55,6 +55,9 @@ struct KernelSet {
   // the dispatcher): AVX-512 on all but AMD family 19h (Zen 4, which splits a 512-bit FMA in two).
   // It picks the team-size thresholds (threads_for in geometry.h).
   bool wide_fma;
+  // Whether set_pair_tiles_mode's automatic choice pairs one-row tiles on this path and CPU (set
+  // by the dispatcher): AVX-512 on AMD family 19h only.
+  bool pair_tiles;
 };
 
 namespace generic { KernelSet engine(); }
