@@ -144,12 +144,12 @@ int stream_prefetch_mode();
 // The setting in force (the automatic choice resolved), read by the kernels on every tile.
 bool stream_prefetch_on();
 
-// Whether a batch-1 step computes its one-row tiles over long panels (depth >= 128) two at a
-// time, one pass over the state row for both (tile_pair in kernels/ukernel_impl.h): -1 automatic
-// (the default: on for the AVX-512 path on AMD family 19h, where it streamed the weights faster),
-// 0 never, 1 always.
-// Results are bitwise the same; for tests and paired timings. Values outside -1..1 throw
-// std::invalid_argument.
+// Whether a batch-1 step computes its one-row recurrent tiles over long panels (depth >= 128;
+// shorter ones always pair) and a one-step call its one-row input projection (any depth) two
+// panels at a time, one pass over the row for both (tile_pair in kernels/ukernel_impl.h): -1
+// automatic (the default: on for the AVX-512 path on AMD family 19h, where it streamed the
+// weights faster), 0 never, 1 always. Results are bitwise the same; for tests and paired timings.
+// Values outside -1..1 throw std::invalid_argument.
 void set_pair_tiles_mode(int mode);
 int pair_tiles_mode();
 bool pair_tiles_on();

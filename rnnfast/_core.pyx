@@ -365,9 +365,9 @@ def core_stream_prefetch_on():
 
 
 def core_set_pair_tiles_mode(int mode):
-    """Whether a batch-1 step computes its one-row tiles over long panels two at a time: -1
-    automatic (default: on for the AVX-512 path on AMD family 19h), 0 never, 1 always. Results
-    are bitwise the same.
+    """Whether a batch-1 step computes its one-row recurrent tiles over long panels, and a
+    one-step call its one-row input projection, two panels at a time: -1 automatic (default: on
+    for the AVX-512 path on AMD family 19h), 0 never, 1 always. Results are bitwise the same.
     Tests and benchmarks only."""
     set_pair_tiles_mode(mode)
 

@@ -520,28 +520,25 @@ void forward_direction(const Geometry& g, idx l, idx d, const LayerPtrs<T>& P, c
         // One row: the block's (panel, gate) tiles two at a time in the same order (tile_pair,
         // same bits), across panels where G is odd.
         const idx ntiles = npanels * G;
-        auto at = [&](idx f, const T** bp, T** c, int* n) {
+        struct TileRef {
+          const T* b;  // packed panel
+          T* c;        // its place in the tile
+          int n;       // valid columns
+        };
+        auto at = [&](idx f) {
           const idx i = f / G, pu = sched.backwards(s) ? pu1 - 1 - i : pu0 + i;
           const int gg = (int)(f % G);
-          *bp = P.pk_whhT + (pu * G + gg) * H * nr;
-          *c = tile + gg * kW + (pu - pu0) * nr;
-          *n = (int)std::min<idx>(nr, H - pu * nr);
+          return TileRef{P.pk_whhT + (pu * G + gg) * H * nr, tile + gg * kW + (pu - pu0) * nr,
+                         (int)std::min<idx>(nr, H - pu * nr)};
         };
         idx f = 0;
         for (; f + 1 < ntiles; f += 2) {
-          const T *b0, *b1;
-          T *c0, *c1;
-          int n0, n1;
-          at(f, &b0, &c0, &n0);
-          at(f + 1, &b1, &c1, &n1);
-          tile_pair<T, TileShape<T>::nv>((int)H, hprev, b0, b1, c0, n0, c1, n1);
+          const TileRef x = at(f), y = at(f + 1);
+          tile_pair<T, TileShape<T>::nv>((int)H, hprev, x.b, y.b, x.c, x.n, y.c, y.n);
         }
         if (f < ntiles) {
-          const T* b0;
-          T* c0;
-          int n0;
-          at(f, &b0, &c0, &n0);
-          tile_gemm<T>((int)H, hprev, H, 1, b0, c0, ts, 1, n0, 0);
+          const TileRef x = at(f);
+          tile_gemm<T>((int)H, hprev, H, 1, x.b, x.c, ts, 1, x.n, 0);
         }
       } else {
         for (idx i = 0; i < npanels; ++i) {
